@@ -1,0 +1,662 @@
+//! The JSON envelope (version 1), [`classify`], and the typed errors of decoding.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::{ENVELOPE_VERSION, MAX_ID, MAX_PAYLOAD_V4, MAX_PAYLOAD_V6};
+
+/// Largest UDP payload towards `ip`: [`MAX_PAYLOAD_V4`] or [`MAX_PAYLOAD_V6`]. An IPv4-mapped
+/// IPv6 address travels as IPv4, so it gets the IPv4 limit.
+pub fn max_payload(ip: IpAddr) -> usize {
+    match ip {
+        IpAddr::V4(_) => MAX_PAYLOAD_V4,
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => MAX_PAYLOAD_V4,
+        IpAddr::V6(_) => MAX_PAYLOAD_V6,
+    }
+}
+
+/// An envelope id: an integer in `1..=MAX_ID`, so that every JSON reader holds it exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id(u64);
+
+impl Id {
+    /// The smallest id.
+    pub const MIN: Id = Id(1);
+
+    /// `Some` when `value` is in `1..=MAX_ID`.
+    pub fn new(value: u64) -> Option<Id> {
+        (1..=MAX_ID).contains(&value).then_some(Id(value))
+    }
+
+    /// The id as a number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The id after this one, wrapping from `MAX_ID` back to 1.
+    pub fn next(self) -> Id {
+        if self.0 == MAX_ID {
+            Id::MIN
+        } else {
+            Id(self.0 + 1)
+        }
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The `code` of an error envelope: what a receiver found wrong with a datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The datagram is not valid UTF-8 (JSON mode only: in plain mode any bytes are a message).
+    NotUtf8,
+    /// The datagram is not a JSON object.
+    BadJson,
+    /// The `v` member is missing or is not 1.
+    BadVersion,
+    /// The `kind` member is missing or names no kind.
+    UnknownKind,
+    /// The `id` member is missing, not an integer, or outside `1..=MAX_ID`.
+    BadId,
+    /// A member the kind needs (`body`, `code`, `message`) is missing or not a string.
+    MissingField,
+    /// The datagram is longer than the receiver's buffer.
+    TooLarge,
+    /// The receiver is too busy to answer; try again later.
+    Busy,
+    /// A code this version does not know, kept as received.
+    Other(String),
+}
+
+impl ErrorCode {
+    /// The code as it travels on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorCode::NotUtf8 => "not_utf8",
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::BadVersion => "bad_version",
+            ErrorCode::UnknownKind => "unknown_kind",
+            ErrorCode::BadId => "bad_id",
+            ErrorCode::MissingField => "missing_field",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Other(code) => code,
+        }
+    }
+
+    /// The code for its wire text; unknown texts become [`ErrorCode::Other`].
+    pub fn parse(text: &str) -> ErrorCode {
+        match text {
+            "not_utf8" => ErrorCode::NotUtf8,
+            "bad_json" => ErrorCode::BadJson,
+            "bad_version" => ErrorCode::BadVersion,
+            "unknown_kind" => ErrorCode::UnknownKind,
+            "bad_id" => ErrorCode::BadId,
+            "missing_field" => ErrorCode::MissingField,
+            "too_large" => ErrorCode::TooLarge,
+            "busy" => ErrorCode::Busy,
+            other => ErrorCode::Other(other.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A validated version-1 envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Envelope {
+    /// A message for the server; `id` is echoed in the answer.
+    Request {
+        /// Chosen by the client; repeated by every resend of the same request.
+        id: Id,
+        /// The message text.
+        body: String,
+    },
+    /// The server's answer to the request with the same `id`.
+    Reply {
+        /// The id of the request answered.
+        id: Id,
+        /// The answer text.
+        body: String,
+    },
+    /// The receiver could not accept a datagram.
+    Error {
+        /// The id of the datagram refused, or `None` when it could not be read.
+        id: Option<Id>,
+        /// What was wrong, for programs.
+        code: ErrorCode,
+        /// What was wrong, for people.
+        message: String,
+    },
+}
+
+/// The shape on the wire, in the member order the protocol documents.
+#[derive(Serialize)]
+struct Wire<'a> {
+    v: u64,
+    id: Option<u64>,
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+impl Envelope {
+    /// The envelope's id, if it has one.
+    pub fn id(&self) -> Option<Id> {
+        match self {
+            Envelope::Request { id, .. } | Envelope::Reply { id, .. } => Some(*id),
+            Envelope::Error { id, .. } => *id,
+        }
+    }
+
+    /// The `kind` member's text.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Envelope::Request { .. } => "request",
+            Envelope::Reply { .. } => "reply",
+            Envelope::Error { .. } => "error",
+        }
+    }
+
+    /// Appends the envelope's JSON to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let (body, code, message) = match self {
+            Envelope::Request { body, .. } | Envelope::Reply { body, .. } => {
+                (Some(body.as_str()), None, None)
+            }
+            Envelope::Error { code, message, .. } => {
+                (None, Some(code.as_str()), Some(message.as_str()))
+            }
+        };
+        let wire = Wire {
+            v: ENVELOPE_VERSION,
+            id: self.id().map(Id::get),
+            kind: self.kind(),
+            body,
+            code,
+            message,
+        };
+        // Writing into a Vec has no I/O to fail, and every member is a string, an integer or
+        // null, which serde_json always serializes: this cannot return an error.
+        let written = serde_json::to_writer(out, &wire);
+        debug_assert!(
+            written.is_ok(),
+            "serializing an envelope failed: {written:?}"
+        );
+    }
+
+    /// The envelope's JSON in a new buffer.
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        self.encode(&mut out);
+        out
+    }
+
+    /// Decodes `datagram`, every byte of which is taken as an envelope attempt (JSON mode).
+    ///
+    /// A datagram longer than `limit` is refused with [`DecodeError::TooLarge`], with its id when
+    /// the id can be read. Never panics.
+    pub fn decode(datagram: &[u8], limit: usize) -> Result<Envelope, Rejection> {
+        match parse_object(datagram) {
+            Ok(object) => validate(&object, datagram.len(), limit),
+            Err(error) => {
+                let error = if datagram.len() > limit {
+                    DecodeError::TooLarge {
+                        len: datagram.len(),
+                        limit,
+                    }
+                } else {
+                    error
+                };
+                Err(Rejection { id: None, error })
+            }
+        }
+    }
+}
+
+/// What a received datagram is, decided by [`classify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Datagram {
+    /// Plain text: the payload is the message.
+    Plain,
+    /// An envelope attempt, valid or not.
+    Envelope(Result<Envelope, Rejection>),
+}
+
+/// Sorts a datagram into plain text or an envelope attempt (a JSON object with a `v` member),
+/// decoding the attempt as [`Envelope::decode`] does. Never panics.
+pub fn classify(datagram: &[u8], limit: usize) -> Datagram {
+    // Most plain text does not start with '{': skip the JSON parser for it.
+    if datagram.trim_ascii_start().first() != Some(&b'{') {
+        return Datagram::Plain;
+    }
+    match parse_object(datagram) {
+        Ok(object) if object.contains_key("v") => {
+            Datagram::Envelope(validate(&object, datagram.len(), limit))
+        }
+        _ => Datagram::Plain,
+    }
+}
+
+/// An envelope attempt refused, with the id to answer to when it could be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The attempt's id, if it had a valid one.
+    pub id: Option<Id>,
+    /// Why it was refused.
+    pub error: DecodeError,
+}
+
+impl Rejection {
+    /// The error envelope that answers this rejection.
+    pub fn to_envelope(&self) -> Envelope {
+        Envelope::Error {
+            id: self.id,
+            code: self.error.code(),
+            message: self.error.to_string(),
+        }
+    }
+}
+
+/// Why an envelope attempt was refused.
+///
+/// Texts quoted from the datagram are cut to a few dozen characters, so that an error reply is
+/// never much larger than a short request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Occurs when the datagram is not valid UTF-8.
+    NotUtf8 {
+        /// Offset of the first byte that is not UTF-8.
+        valid_up_to: usize,
+    },
+    /// Occurs when the datagram is not JSON, or is JSON but not an object.
+    NotJson {
+        /// The parser's account of the problem.
+        detail: String,
+    },
+    /// Occurs when `v` is missing or is not 1.
+    BadVersion {
+        /// The `v` found, as JSON, or `missing`.
+        found: String,
+    },
+    /// Occurs when `kind` is missing or not one of `request`, `reply`, `error`.
+    UnknownKind {
+        /// The `kind` found, as JSON, or `missing`.
+        found: String,
+    },
+    /// Occurs when `id` is missing where the kind needs one, or is not an integer in `1..=MAX_ID`.
+    BadId {
+        /// The `id` found, as JSON, or `missing`.
+        found: String,
+    },
+    /// Occurs when a member the kind needs is missing or is not a string.
+    MissingField {
+        /// The envelope's kind.
+        kind: &'static str,
+        /// The member missing.
+        field: &'static str,
+    },
+    /// Occurs when the datagram is longer than the receiver accepts.
+    TooLarge {
+        /// The datagram's length.
+        len: usize,
+        /// The receiver's limit.
+        limit: usize,
+    },
+}
+
+impl DecodeError {
+    /// The error envelope code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::NotUtf8 { .. } => ErrorCode::NotUtf8,
+            DecodeError::NotJson { .. } => ErrorCode::BadJson,
+            DecodeError::BadVersion { .. } => ErrorCode::BadVersion,
+            DecodeError::UnknownKind { .. } => ErrorCode::UnknownKind,
+            DecodeError::BadId { .. } => ErrorCode::BadId,
+            DecodeError::MissingField { .. } => ErrorCode::MissingField,
+            DecodeError::TooLarge { .. } => ErrorCode::TooLarge,
+        }
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::NotUtf8 { valid_up_to } => write!(
+                f,
+                "the datagram is not valid UTF-8 (first bad byte at offset {valid_up_to}); \
+                 an envelope is JSON text, so send UTF-8"
+            ),
+            DecodeError::NotJson { detail } => write!(
+                f,
+                "the datagram is not a JSON object ({detail}); send an envelope such as \
+                 {{\"v\":1,\"id\":1,\"kind\":\"request\",\"body\":\"hi\"}}"
+            ),
+            DecodeError::BadVersion { found } => {
+                write!(f, "envelope version {found} is not supported; send \"v\":1")
+            }
+            DecodeError::UnknownKind { found } => write!(
+                f,
+                "envelope kind {found} is unknown; use \"request\", \"reply\" or \"error\""
+            ),
+            DecodeError::BadId { found } => write!(
+                f,
+                "envelope id {found} is not an integer from 1 to {MAX_ID}; send such an id"
+            ),
+            DecodeError::MissingField { kind, field } => write!(
+                f,
+                "a {kind} envelope needs a string member \"{field}\"; add it"
+            ),
+            DecodeError::TooLarge { len, limit } => write!(
+                f,
+                "the datagram is {len} bytes, over the receiver's limit of {limit} bytes; \
+                 send a shorter body or raise the receiver's --buffer"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Longest quotation of a datagram's value in an error message.
+const QUOTE_MAX: usize = 40;
+
+/// A member's value as JSON, cut to [`QUOTE_MAX`] characters, or `missing`.
+fn quote(value: Option<&Value>) -> String {
+    let Some(value) = value else {
+        return "missing".to_owned();
+    };
+    let text = value.to_string();
+    match text.char_indices().nth(QUOTE_MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+fn parse_object(datagram: &[u8]) -> Result<Map<String, Value>, DecodeError> {
+    let text = std::str::from_utf8(datagram).map_err(|e| DecodeError::NotUtf8 {
+        valid_up_to: e.valid_up_to(),
+    })?;
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(other) => Err(DecodeError::NotJson {
+            detail: format!("found {}", json_type(&other)),
+        }),
+        Err(e) => Err(DecodeError::NotJson {
+            detail: e.to_string(),
+        }),
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn parse_id(value: Option<&Value>) -> Result<Id, DecodeError> {
+    value
+        .and_then(Value::as_u64)
+        .and_then(Id::new)
+        .ok_or_else(|| DecodeError::BadId {
+            found: quote(value),
+        })
+}
+
+fn string_member(
+    object: &Map<String, Value>,
+    kind: &'static str,
+    field: &'static str,
+) -> Result<String, DecodeError> {
+    match object.get(field) {
+        Some(Value::String(text)) => Ok(text.clone()),
+        _ => Err(DecodeError::MissingField { kind, field }),
+    }
+}
+
+/// Checks a parsed attempt, in the order that gives the most useful answer: the id first (so even
+/// a refusal can name it), then size, version, kind and the kind's members.
+fn validate(object: &Map<String, Value>, len: usize, limit: usize) -> Result<Envelope, Rejection> {
+    let id_value = object.get("id");
+    let id = parse_id(id_value);
+    let known_id = id.as_ref().ok().copied();
+    let reject = |error| Rejection {
+        id: known_id,
+        error,
+    };
+
+    if len > limit {
+        return Err(reject(DecodeError::TooLarge { len, limit }));
+    }
+    let version = object.get("v");
+    if version.and_then(Value::as_u64) != Some(ENVELOPE_VERSION) {
+        return Err(reject(DecodeError::BadVersion {
+            found: quote(version),
+        }));
+    }
+    let kind = object.get("kind");
+    match kind.and_then(Value::as_str) {
+        Some("request") => Ok(Envelope::Request {
+            id: id.map_err(reject)?,
+            body: string_member(object, "request", "body").map_err(reject)?,
+        }),
+        Some("reply") => Ok(Envelope::Reply {
+            id: id.map_err(reject)?,
+            body: string_member(object, "reply", "body").map_err(reject)?,
+        }),
+        Some("error") => {
+            // An error names no id when the refused datagram had none that could be read.
+            let id = match id_value {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(id.map_err(reject)?),
+            };
+            Ok(Envelope::Error {
+                id,
+                code: ErrorCode::parse(&string_member(object, "error", "code").map_err(reject)?),
+                message: string_member(object, "error", "message").map_err(reject)?,
+            })
+        }
+        _ => Err(reject(DecodeError::UnknownKind { found: quote(kind) })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::expect;
+
+    const BIG: usize = crate::MAX_BUFFER;
+
+    fn encoded(envelope: &Envelope) -> String {
+        String::from_utf8(envelope.encode_to_vec()).unwrap()
+    }
+
+    #[test]
+    fn encodes_the_documented_shapes() {
+        let id = Id::new(7).unwrap();
+        let request = Envelope::Request {
+            id,
+            body: "Hello Server!!".into(),
+        };
+        expect![[r#"{"v":1,"id":7,"kind":"request","body":"Hello Server!!"}"#]]
+            .assert_eq(&encoded(&request));
+        let reply = Envelope::Reply {
+            id,
+            body: "Access count: 3".into(),
+        };
+        expect![[r#"{"v":1,"id":7,"kind":"reply","body":"Access count: 3"}"#]]
+            .assert_eq(&encoded(&reply));
+        let error = Rejection {
+            id: None,
+            error: DecodeError::NotUtf8 { valid_up_to: 3 },
+        }
+        .to_envelope();
+        expect![[r#"{"v":1,"id":null,"kind":"error","code":"not_utf8","message":"the datagram is not valid UTF-8 (first bad byte at offset 3); an envelope is JSON text, so send UTF-8"}"#]]
+            .assert_eq(&encoded(&error));
+    }
+
+    #[test]
+    fn classify_tells_plain_from_envelope_attempts() {
+        assert_eq!(classify(b"Hello Server!!", BIG), Datagram::Plain);
+        assert_eq!(classify(b"", BIG), Datagram::Plain);
+        assert_eq!(classify(b"\xff{", BIG), Datagram::Plain);
+        assert_eq!(classify(br#"{"x":1}"#, BIG), Datagram::Plain);
+        assert_eq!(classify(br#"{"v":1"#, BIG), Datagram::Plain);
+        assert_eq!(classify(br#"[{"v":1}]"#, BIG), Datagram::Plain);
+        let Datagram::Envelope(Err(rejection)) = classify(br#" {"v":2,"id":9}"#, BIG) else {
+            panic!("a JSON object with v is an envelope attempt");
+        };
+        assert_eq!(rejection.id, Id::new(9));
+        assert_eq!(rejection.error.code(), ErrorCode::BadVersion);
+    }
+
+    #[test]
+    fn decode_names_each_fault() {
+        let cases: &[(&[u8], ErrorCode, Option<u64>)] = &[
+            (b"\xff", ErrorCode::NotUtf8, None),
+            (b"hello", ErrorCode::BadJson, None),
+            (b"[1]", ErrorCode::BadJson, None),
+            (br#"{"id":3}"#, ErrorCode::BadVersion, Some(3)),
+            (br#"{"v":"1","id":3}"#, ErrorCode::BadVersion, Some(3)),
+            (
+                br#"{"v":1,"id":3,"kind":"ask"}"#,
+                ErrorCode::UnknownKind,
+                Some(3),
+            ),
+            (br#"{"v":1,"id":3}"#, ErrorCode::UnknownKind, Some(3)),
+            (
+                br#"{"v":1,"id":0,"kind":"request","body":""}"#,
+                ErrorCode::BadId,
+                None,
+            ),
+            (
+                br#"{"v":1,"id":-1,"kind":"request","body":""}"#,
+                ErrorCode::BadId,
+                None,
+            ),
+            (
+                br#"{"v":1,"id":1.5,"kind":"request","body":""}"#,
+                ErrorCode::BadId,
+                None,
+            ),
+            (
+                br#"{"v":1,"id":"7","kind":"request","body":""}"#,
+                ErrorCode::BadId,
+                None,
+            ),
+            (
+                br#"{"v":1,"id":9007199254740992,"kind":"request","body":""}"#,
+                ErrorCode::BadId,
+                None,
+            ),
+            (
+                br#"{"v":1,"kind":"request","body":""}"#,
+                ErrorCode::BadId,
+                None,
+            ),
+            (
+                br#"{"v":1,"id":3,"kind":"request"}"#,
+                ErrorCode::MissingField,
+                Some(3),
+            ),
+            (
+                br#"{"v":1,"id":3,"kind":"request","body":5}"#,
+                ErrorCode::MissingField,
+                Some(3),
+            ),
+            (
+                br#"{"v":1,"id":3,"kind":"error","code":"x"}"#,
+                ErrorCode::MissingField,
+                Some(3),
+            ),
+        ];
+        for (bytes, code, id) in cases {
+            let rejection = Envelope::decode(bytes, BIG).unwrap_err();
+            assert_eq!(
+                &rejection.error.code(),
+                code,
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+            assert_eq!(
+                rejection.id.map(Id::get),
+                *id,
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
+    #[test]
+    fn too_large_keeps_the_id() {
+        let bytes = br#"{"v":1,"id":12,"kind":"request","body":"0123456789"}"#;
+        let rejection = Envelope::decode(bytes, 20).unwrap_err();
+        assert_eq!(rejection.id, Id::new(12));
+        expect![[r#"the datagram is 52 bytes, over the receiver's limit of 20 bytes; send a shorter body or raise the receiver's --buffer"#]]
+            .assert_eq(&rejection.error.to_string());
+        let cut = Envelope::decode(&bytes[..20], 10).unwrap_err();
+        assert_eq!(cut.error.code(), ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn error_envelopes_may_have_no_id_and_unknown_codes() {
+        let decoded = Envelope::decode(
+            br#"{"v":1,"id":null,"kind":"error","code":"later","message":"m"}"#,
+            BIG,
+        );
+        assert_eq!(
+            decoded,
+            Ok(Envelope::Error {
+                id: None,
+                code: ErrorCode::Other("later".into()),
+                message: "m".into()
+            })
+        );
+    }
+
+    #[test]
+    fn quotes_are_short() {
+        let long = format!(r#"{{"v":"{}","id":1}}"#, "x".repeat(1000));
+        let rejection = Envelope::decode(long.as_bytes(), BIG).unwrap_err();
+        assert!(
+            rejection.error.to_string().len() < 120,
+            "{}",
+            rejection.error
+        );
+    }
+
+    #[test]
+    fn ids_wrap_within_range() {
+        assert_eq!(Id::new(crate::MAX_ID).unwrap().next(), Id::MIN);
+        assert_eq!(Id::new(0), None);
+        assert_eq!(Id::new(crate::MAX_ID + 1), None);
+    }
+
+    #[test]
+    fn payload_limits_follow_the_family() {
+        assert_eq!(max_payload("127.0.0.1".parse().unwrap()), 65_507);
+        assert_eq!(max_payload("::1".parse().unwrap()), 65_527);
+        assert_eq!(max_payload("::ffff:127.0.0.1".parse().unwrap()), 65_507);
+    }
+}

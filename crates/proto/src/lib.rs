@@ -1,0 +1,54 @@
+//! `proto` is udptalk's wire format: what a datagram means, with no sockets, threads or clocks.
+//!
+//! A datagram is either **plain** text, exactly as the tutorial's Python programs send it (the
+//! payload *is* the message, UTF-8 by convention but not by force), or a JSON [`Envelope`]
+//! (version 1) that carries an id so that replies can be matched to requests:
+//!
+//! ```text
+//! {"v":1,"id":7,"kind":"request","body":"Hello Server!!"}
+//! {"v":1,"id":7,"kind":"reply","body":"Access count: 3"}
+//! {"v":1,"id":7,"kind":"error","code":"not_utf8","message":"..."}
+//! ```
+//!
+//! [`classify`] decides which one a datagram is: an *envelope attempt* is anything that parses as a
+//! JSON object with a `v` member; everything else is plain. [`Envelope::decode`] turns an attempt
+//! into a validated [`Envelope`] or a [`Rejection`] that says why, and [`Envelope::encode`] writes
+//! one back.
+//!
+//! The contract, as smoltcp states it for its wire types:
+//! - decoding never panics, whatever the bytes (checked by property tests and a fuzz target);
+//! - `Envelope::decode(&envelope.encode_to_vec(), limit) == Ok(envelope)` for every envelope
+//!   whose encoding fits `limit`.
+//!
+//! [`text`] holds the tutorial's words and the escaping that keeps a peer's bytes from driving
+//! a terminal.
+
+mod envelope;
+pub mod text;
+
+pub use envelope::{
+    Datagram, DecodeError, Envelope, ErrorCode, Id, Rejection, classify, max_payload,
+};
+
+/// The address the tutorial's programs use: the server binds it, the client sends to it.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:50000";
+
+/// Largest UDP payload over IPv4: 65,535 (IPv4 total length field) − 20 (IPv4 header) − 8 (UDP header).
+pub const MAX_PAYLOAD_V4: usize = 65_507;
+
+/// Largest UDP payload over IPv6: 65,535 (payload length field, no jumbograms) − 8 (UDP header).
+pub const MAX_PAYLOAD_V6: usize = 65_527;
+
+/// Size of the buffer every receive uses: one more than any datagram can be, so the kernel never
+/// cuts one and a cut made by `--buffer` is always ours, and reported.
+pub const RECV_BUFFER: usize = 65_536;
+
+/// Largest value `--buffer` accepts: the largest UDP length field.
+pub const MAX_BUFFER: usize = 65_535;
+
+/// Version of the JSON envelope this crate speaks (the `v` member).
+pub const ENVELOPE_VERSION: u64 = 1;
+
+/// Largest envelope id: 2^53 − 1, the largest integer every JSON reader (JavaScript's included)
+/// holds exactly.
+pub const MAX_ID: u64 = (1 << 53) - 1;
