@@ -4,6 +4,7 @@
 //! `udp-client2.py` print or send, so that udptalk's screen reads like the tutorial's.
 
 use std::fmt;
+use std::net::SocketAddr;
 
 /// What `udp-client1.py` sends.
 pub const HELLO_SERVER: &str = "Hello Server!!";
@@ -23,6 +24,19 @@ pub const SENT: &str = "Sent a message.";
 /// The reply of the count server for access number `count`: `Access count: 3`.
 pub fn access_count_reply(count: u64) -> String {
     format!("{ACCESS_COUNT_PREFIX}{count}")
+}
+
+/// A peer's address as udptalk prints it: `127.0.0.1:54321` or `[::1]:54321`, with an
+/// IPv4-mapped IPv6 address (a dual-stack socket's view of an IPv4 peer) shown as the IPv4
+/// address it is.
+pub fn canonical_peer(peer: SocketAddr) -> SocketAddr {
+    match peer {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => peer,
+        },
+        SocketAddr::V4(_) => peer,
+    }
 }
 
 /// Bytes from a peer, shown so that they cannot drive the reader's terminal.
@@ -68,6 +82,14 @@ mod tests {
     fn printable_keeps_japanese_and_plain_text() {
         let text = "こんにちは Hello Server!!";
         assert_eq!(Printable(text.as_bytes()).to_string(), text);
+    }
+
+    #[test]
+    fn mapped_peers_print_as_ipv4() {
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:54321".parse().unwrap();
+        assert_eq!(canonical_peer(mapped).to_string(), "127.0.0.1:54321");
+        let v6: SocketAddr = "[::1]:54321".parse().unwrap();
+        assert_eq!(canonical_peer(v6).to_string(), "[::1]:54321");
     }
 
     #[test]

@@ -1,1 +1,34 @@
-//! placeholder
+//! `server` is udptalk's UDP server: the tutorial's `udp-server1.py` and `udp-server2.py` as one
+//! [`Server`] that never dies on what a peer sends.
+//!
+//! [`Server::bind`] opens the socket, [`Server::run`] receives datagrams until it is told to stop
+//! (a flag, set by Ctrl-C or SIGTERM), goes idle, or has answered once, and returns the
+//! [`Summary`] of what it saw. Each datagram is decoded with [`proto`], counted or refused
+//! (the counting rule is in [`Server::run`]'s docs), shown on stdout in the tutorial's words,
+//! and answered.
+//!
+//! `main.rs` only parses arguments into a [`Config`], installs the signal handler and maps an
+//! [`Error`] to an exit code, so tests can drive this library and the binary alike.
+
+mod args;
+mod error;
+mod server;
+
+pub use args::{Args, Config, Encoding, Mode};
+pub use error::Error;
+pub use server::{Server, Summary};
+
+use std::io::Write;
+use std::sync::atomic::AtomicBool;
+
+/// Binds, announces the bound address on stderr (`listening on udp 127.0.0.1:50000`, the first
+/// line, flushed, so that scripts and tests can read the port), and serves until `stop` is set.
+pub fn run(config: Config, stop: &AtomicBool) -> Result<Summary, Error> {
+    let server = Server::bind(config)?;
+    let mut stderr = std::io::stderr().lock();
+    // Nothing useful can be done if stderr is closed: serve anyway.
+    let _ = writeln!(stderr, "listening on udp {}", server.local_addr());
+    let _ = stderr.flush();
+    drop(stderr);
+    server.run(stop)
+}

@@ -1,0 +1,137 @@
+//! Command-line arguments, and the [`Config`] they resolve into before anything is sent.
+
+use std::ffi::OsString;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::Error;
+
+/// How messages are put on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Encoding {
+    /// The datagram is the message, as the tutorial sends it.
+    Plain,
+    /// Each message travels in a JSON envelope with an id; the reply must carry the same id.
+    Json,
+}
+
+/// udptalk-client: the tutorial's UDP client, which never waits forever.
+///
+/// With MESSAGEs it is udp-client1.py: it sends each in turn and prints `Sent a message.` and
+/// `Server message: REPLY`. Without, it is udp-client2.py: it sends each line of standard input
+/// (without its line ending; an empty line is an empty datagram) and prints the bare reply,
+/// prompting `Please input any message: ` on a terminal. It exits as soon as the last reply is in.
+///
+/// The socket is connected to the server, so datagrams from any other address are ignored.
+///
+/// Exit codes (the most serious outcome seen):
+///   0  every message was answered
+///   5  a reply was longer than --buffer and was cut (and reported)
+///   6  the server answered with an error envelope
+///   3  a message got no reply within --timeout
+///   4  no server is listening (the run ends at once)
+///   2  bad usage, or a message over the UDP payload limit (nothing sent)
+///   1  anything else (e.g. --encoding json and the reply is not an envelope)
+#[derive(Debug, Parser)]
+#[command(name = "udptalk-client", version, verbatim_doc_comment)]
+pub struct Args {
+    /// Messages to send, one datagram each ("" sends an empty one); none: read standard input
+    #[arg(value_name = "MESSAGE")]
+    pub messages: Vec<OsString>,
+
+    /// Server address, HOST:PORT; a host name with several addresses tries the next one when
+    /// nothing listens on the first
+    #[arg(long, value_name = "ADDR", default_value = proto::DEFAULT_ADDR)]
+    pub server: String,
+
+    /// How long to wait for each reply, e.g. 2s or 500ms
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// plain: the datagram is the message; json: an envelope with an id
+    #[arg(long, value_enum, default_value_t = Encoding::Plain)]
+    pub encoding: Encoding,
+
+    /// Longest reply kept, in bytes (1-65535; the tutorial used 1024); a longer one is cut to
+    /// this and reported, never cut silently
+    #[arg(long, value_name = "BYTES", default_value_t = 65_535,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub buffer: u16,
+
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
+    #[arg(long, short, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Everything the client needs, checked and resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The server's addresses, in the order the resolver gave them.
+    pub servers: Vec<SocketAddr>,
+    /// How long to wait for each reply.
+    pub timeout: Duration,
+    /// How messages are put on the wire.
+    pub encoding: Encoding,
+    /// Longest reply kept, in bytes.
+    pub buffer: usize,
+}
+
+impl Config {
+    /// A plain-text client of `server` with the default timeout and buffer.
+    pub fn new(server: SocketAddr) -> Config {
+        Config {
+            servers: vec![server],
+            timeout: Duration::from_secs(2),
+            encoding: Encoding::Plain,
+            buffer: proto::MAX_BUFFER,
+        }
+    }
+
+    /// Resolves `args.server` (an IP address and port, or a host name and port).
+    pub fn from_args(args: &Args) -> Result<Config, Error> {
+        let bad = |reason: String| Error::BadServer {
+            given: args.server.clone(),
+            reason,
+        };
+        let servers: Vec<SocketAddr> = match args.server.parse::<SocketAddr>() {
+            Ok(addr) => vec![addr],
+            Err(_) => {
+                if !args.server.contains(':') {
+                    return Err(bad("it has no port".to_owned()));
+                }
+                args.server
+                    .to_socket_addrs()
+                    .map_err(|e| bad(format!("cannot resolve it ({e})")))?
+                    .collect()
+            }
+        };
+        if servers.is_empty() {
+            return Err(bad("the name has no address".to_owned()));
+        }
+        if let Some(unspecified) = servers.iter().find(|addr| addr.ip().is_unspecified()) {
+            return Err(bad(format!(
+                "{} is not an address a datagram can go to",
+                unspecified.ip()
+            )));
+        }
+        if let Some(zero) = servers.iter().find(|addr| addr.port() == 0) {
+            return Err(bad(format!("port 0 of {} cannot be sent to", zero.ip())));
+        }
+        Ok(Config {
+            servers,
+            timeout: args.timeout,
+            encoding: args.encoding,
+            buffer: usize::from(args.buffer),
+        })
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("the timeout must be more than zero".to_owned()),
+        Err(e) => Err(format!("{e}; write a duration such as 2s or 500ms")),
+    }
+}

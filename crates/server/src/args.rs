@@ -1,0 +1,141 @@
+//! Command-line arguments, and the [`Config`] they resolve into before anything runs.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// What the server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// `Access count: N`, as udp-server2.py.
+    Count,
+    /// `Hello Client!!`, as udp-server1.py.
+    Hello,
+    /// The message itself (for an envelope, a reply with the same body).
+    Echo,
+}
+
+/// How the server reads datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Encoding {
+    /// JSON objects with a `v` member are envelopes, anything else is plain text; answer in kind.
+    Auto,
+    /// Every datagram is plain text, as the tutorial's servers read it.
+    Plain,
+    /// Every datagram must be a JSON envelope; anything else gets an error envelope.
+    Json,
+}
+
+/// udptalk-server: the tutorial's UDP server, which answers every datagram.
+///
+/// By default it is udp-server2.py: it binds 127.0.0.1:50000, counts accesses and answers
+/// `Access count: N`. With `--mode hello --once` it is udp-server1.py.
+///
+/// The first line on stderr is `listening on udp ADDR`, with the address really bound (so
+/// `--bind 127.0.0.1:0` picks a free port and tells it). Per datagram it prints the tutorial's
+/// lines on stdout; bytes that are not UTF-8 and control characters are shown escaped (\xff, \x1b).
+/// Ctrl-C or SIGTERM prints a summary on stderr and exits 0.
+///
+/// Exit codes: 0 stopped normally (signal, --idle, --once); 1 could not serve (e.g. the address
+/// is in use); 2 bad usage.
+#[derive(Debug, Parser)]
+#[command(name = "udptalk-server", version, verbatim_doc_comment)]
+pub struct Args {
+    /// Address to listen on: IPv4 or IPv6, port 0 for any free port (e.g. [::1]:0)
+    #[arg(long, value_name = "ADDR", default_value = proto::DEFAULT_ADDR, value_parser = parse_addr)]
+    pub bind: SocketAddr,
+
+    /// What to answer: `Access count: N`, `Hello Client!!`, or the message itself
+    #[arg(long, value_enum, default_value_t = Mode::Count)]
+    pub mode: Mode,
+
+    /// Exit after the first datagram (with --mode hello: udp-server1.py)
+    #[arg(long)]
+    pub once: bool,
+
+    /// Exit after this long without a datagram, e.g. 30s or 500ms
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle: Option<Duration>,
+
+    /// How to read datagrams: auto answers each in the encoding it came in
+    #[arg(long, value_enum, default_value_t = Encoding::Auto)]
+    pub encoding: Encoding,
+
+    /// Longest message kept, in bytes (1-65535; the tutorial used 4096). Longer datagrams are
+    /// cut to this and reported with their real length, never cut silently; an envelope
+    /// longer than this is refused with `too_large`
+    #[arg(long, value_name = "BYTES", default_value_t = 65_535,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub buffer: u16,
+
+    /// Print no per-datagram lines (the summary is still printed at exit)
+    #[arg(long, short)]
+    pub quiet: bool,
+
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
+    #[arg(long, short, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Everything the server needs, checked and parsed.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to bind.
+    pub bind: SocketAddr,
+    /// What to answer.
+    pub mode: Mode,
+    /// Stop after the first datagram.
+    pub once: bool,
+    /// Stop after this long without a datagram.
+    pub idle: Option<Duration>,
+    /// How to read datagrams.
+    pub encoding: Encoding,
+    /// Longest message kept, in bytes.
+    pub buffer: usize,
+    /// No per-datagram lines on stdout.
+    pub quiet: bool,
+}
+
+impl Config {
+    /// The tutorial's server (`udp-server2.py`) on `bind`.
+    pub fn new(bind: SocketAddr) -> Config {
+        Config {
+            bind,
+            mode: Mode::Count,
+            once: false,
+            idle: None,
+            encoding: Encoding::Auto,
+            buffer: proto::MAX_BUFFER,
+            quiet: false,
+        }
+    }
+}
+
+impl From<&Args> for Config {
+    fn from(args: &Args) -> Config {
+        Config {
+            bind: args.bind,
+            mode: args.mode,
+            once: args.once,
+            idle: args.idle,
+            encoding: args.encoding,
+            buffer: usize::from(args.buffer),
+            quiet: args.quiet,
+        }
+    }
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!("`{text}` is not an IP address with a port; write e.g. 127.0.0.1:50000 or [::1]:0")
+    })
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("the duration must be more than zero".to_owned()),
+        Err(e) => Err(format!("{e}; write a duration such as 30s, 500ms or 2m")),
+    }
+}
