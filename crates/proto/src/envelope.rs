@@ -273,6 +273,14 @@ impl Rejection {
     }
 }
 
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.error.code(), self.error)
+    }
+}
+
+impl std::error::Error for Rejection {}
+
 /// Why an envelope attempt was refused.
 ///
 /// Texts quoted from the datagram are cut to a few dozen characters, so that an error reply is

@@ -4,7 +4,7 @@ use proptest::prelude::*;
 use proto::{Datagram, Envelope, ErrorCode, Id, MAX_BUFFER, MAX_ID, classify};
 
 fn id() -> impl Strategy<Value = Id> {
-    (1..=MAX_ID).prop_map(|n| Id::new(n).expect("strategy stays in range"))
+    (1..=MAX_ID).prop_filter_map("ids are in range", Id::new)
 }
 
 fn code() -> impl Strategy<Value = ErrorCode> {

@@ -1,0 +1,209 @@
+//! The server library in a thread: counting rule, encodings, and the summary's books.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+
+use proto::{Envelope, ErrorCode, Id};
+use server::{Config, Encoding, Mode, Server, Summary};
+
+use crate::{Result, ask, has_ipv6, peer_for};
+
+/// Runs a server with `config` (bound to port 0 on `ip`), lets `talk` exchange datagrams with it,
+/// then stops it and returns its summary.
+fn with_server(
+    ip: &str,
+    adjust: impl FnOnce(&mut Config),
+    talk: impl FnOnce(SocketAddr) -> Result,
+) -> Result<Summary> {
+    let mut config = Config::new(format!("{ip}:0").parse()?);
+    config.quiet = true;
+    adjust(&mut config);
+    let server = Server::bind(config)?;
+    let addr = server.local_addr();
+    let stop = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let running = scope.spawn(|| server.run(&stop));
+        let talked = talk(addr);
+        stop.store(true, Ordering::Relaxed);
+        let summary = running.join().map_err(|_| "the server thread panicked")??;
+        talked.map(|()| summary)
+    })
+}
+
+fn request(id: u64, body: &str) -> Vec<u8> {
+    Envelope::Request {
+        id: Id::new(id).unwrap(),
+        body: body.into(),
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn counts_every_plain_datagram_whatever_its_bytes() -> Result {
+    let summary = with_server(
+        "127.0.0.1",
+        |_| {},
+        |addr| {
+            let peer = peer_for(addr)?;
+            assert_eq!(ask(&peer, addr, b"Hello Server!!")?, b"Access count: 1");
+            assert_eq!(ask(&peer, addr, b"\xff\xfe")?, b"Access count: 2");
+            assert_eq!(ask(&peer, addr, b"")?, b"Access count: 3");
+            assert_eq!(
+                ask(&peer, addr, "こんにちは".as_bytes())?,
+                b"Access count: 4"
+            );
+            Ok(())
+        },
+    )?;
+    assert_eq!(
+        summary,
+        Summary {
+            received: 4,
+            counted: 4,
+            ..Summary::default()
+        }
+    );
+    Ok(())
+}
+
+#[test]
+fn refused_envelopes_get_an_error_and_are_not_counted() -> Result {
+    let summary = with_server(
+        "127.0.0.1",
+        |_| {},
+        |addr| {
+            let peer = peer_for(addr)?;
+            let answer = Envelope::decode(&ask(&peer, addr, br#"{"v":2,"id":5}"#)?, 65_535)?;
+            assert!(
+                matches!(&answer, Envelope::Error { id: Some(id), code: ErrorCode::BadVersion, .. } if id.get() == 5),
+                "{answer:?}"
+            );
+            let answer = Envelope::decode(&ask(&peer, addr, &request(9, "hi"))?, 65_535)?;
+            assert_eq!(
+                answer,
+                Envelope::Reply {
+                    id: Id::new(9).unwrap(),
+                    body: "Access count: 1".into()
+                }
+            );
+            // A reply sent to the server is never answered, so two servers cannot ping-pong.
+            peer.send_to(br#"{"v":1,"id":3,"kind":"reply","body":"x"}"#, addr)?;
+            assert_eq!(ask(&peer, addr, b"plain")?, b"Access count: 2");
+            Ok(())
+        },
+    )?;
+    assert_eq!(
+        summary,
+        Summary {
+            received: 4,
+            counted: 2,
+            malformed: 2,
+            ..Summary::default()
+        }
+    );
+    Ok(())
+}
+
+#[test]
+fn json_mode_answers_plain_text_with_bad_json() -> Result {
+    with_server(
+        "127.0.0.1",
+        |c| c.encoding = Encoding::Json,
+        |addr| {
+            let peer = peer_for(addr)?;
+            for (datagram, code) in [
+                (&b"Hello Server!!"[..], ErrorCode::BadJson),
+                (b"\xff", ErrorCode::NotUtf8),
+                (b"", ErrorCode::BadJson),
+            ] {
+                match Envelope::decode(&ask(&peer, addr, datagram)?, 65_535)? {
+                    Envelope::Error {
+                        id: None,
+                        code: got,
+                        ..
+                    } => assert_eq!(got, code),
+                    other => panic!("expected an error envelope, got {other:?}"),
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
+
+#[test]
+fn plain_mode_takes_json_as_text() -> Result {
+    with_server(
+        "127.0.0.1",
+        |c| {
+            c.encoding = Encoding::Plain;
+            c.mode = Mode::Echo
+        },
+        |addr| {
+            let peer = peer_for(addr)?;
+            let json = request(1, "x");
+            assert_eq!(ask(&peer, addr, &json)?, json);
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
+
+#[test]
+fn cuts_to_the_buffer_and_counts_the_cut() -> Result {
+    let summary = with_server(
+        "127.0.0.1",
+        |c| {
+            c.buffer = 4096;
+            c.mode = Mode::Echo
+        },
+        |addr| {
+            let peer = peer_for(addr)?;
+            let long = vec![b'x'; proto::MAX_PAYLOAD_V4];
+            assert_eq!(ask(&peer, addr, &long)?.len(), 4096);
+            assert_eq!(ask(&peer, addr, &long[..4096])?.len(), 4096);
+            let envelope = request(4, &"y".repeat(5000));
+            match Envelope::decode(&ask(&peer, addr, &envelope)?, 65_535)? {
+                Envelope::Error {
+                    id,
+                    code: ErrorCode::TooLarge,
+                    ..
+                } => assert_eq!(id, Id::new(4)),
+                other => panic!("expected too_large, got {other:?}"),
+            }
+            Ok(())
+        },
+    )?;
+    assert_eq!(
+        summary,
+        Summary {
+            received: 3,
+            counted: 2,
+            malformed: 1,
+            truncated: 1,
+            ..Summary::default()
+        }
+    );
+    Ok(())
+}
+
+#[test]
+fn hello_mode_over_ipv6() -> Result {
+    if !has_ipv6() {
+        eprintln!("skipped: this machine cannot bind [::1]");
+        return Ok(());
+    }
+    with_server(
+        "[::1]",
+        |c| c.mode = Mode::Hello,
+        |addr| {
+            let peer = peer_for(addr)?;
+            assert_eq!(ask(&peer, addr, b"Hello Server!!")?, b"Hello Client!!");
+            let max = vec![b'z'; proto::MAX_PAYLOAD_V6];
+            assert_eq!(ask(&peer, addr, &max)?, b"Hello Client!!");
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
