@@ -33,7 +33,7 @@ fn with_server(
 
 fn request(id: u64, body: &str) -> Vec<u8> {
     Envelope::Request {
-        id: Id::new(id).unwrap(),
+        id: Id::new(id).unwrap_or(Id::MIN),
         body: body.into(),
     }
     .encode_to_vec()
