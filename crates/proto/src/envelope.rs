@@ -44,6 +44,20 @@ impl Id {
             Id(self.0 + 1)
         }
     }
+
+    /// The id `n` places after this one, wrapping as [`Id::next`] does.
+    pub fn add(self, n: u64) -> Id {
+        // Ids live on a ring of MAX_ID values: 1..=MAX_ID, i.e. 0..MAX_ID shifted by one.
+        Id((self.0 - 1 + n % MAX_ID) % MAX_ID + 1)
+    }
+
+    /// Whether this id comes before `other` in sequence-number order (RFC 1982): `other` is
+    /// less than half the ring ahead. Ids start at a random point and wrap, so plain `<` is
+    /// wrong near the wrap.
+    pub fn precedes(self, other: Id) -> bool {
+        let distance = (other.0 + MAX_ID - self.0) % MAX_ID;
+        distance != 0 && distance < MAX_ID / 2
+    }
 }
 
 impl fmt::Display for Id {
@@ -652,6 +666,17 @@ mod tests {
             "{}",
             rejection.error
         );
+    }
+
+    #[test]
+    fn ids_compare_across_the_wrap() {
+        let last = Id::new(crate::MAX_ID).unwrap();
+        assert!(last.precedes(Id::MIN));
+        assert!(!Id::MIN.precedes(last));
+        assert!(Id::new(5).unwrap().precedes(Id::new(6).unwrap()));
+        assert!(!Id::new(6).unwrap().precedes(Id::new(6).unwrap()));
+        assert_eq!(last.add(2), Id::new(2).unwrap());
+        assert_eq!(Id::MIN.add(crate::MAX_ID), Id::MIN);
     }
 
     #[test]
