@@ -46,7 +46,7 @@ impl Id {
     }
 
     /// The id `n` places after this one, wrapping as [`Id::next`] does.
-    pub fn add(self, n: u64) -> Id {
+    pub fn wrapping_add(self, n: u64) -> Id {
         // Ids live on a ring of MAX_ID values: 1..=MAX_ID, i.e. 0..MAX_ID shifted by one.
         Id((self.0 - 1 + n % MAX_ID) % MAX_ID + 1)
     }
@@ -675,8 +675,8 @@ mod tests {
         assert!(!Id::MIN.precedes(last));
         assert!(Id::new(5).unwrap().precedes(Id::new(6).unwrap()));
         assert!(!Id::new(6).unwrap().precedes(Id::new(6).unwrap()));
-        assert_eq!(last.add(2), Id::new(2).unwrap());
-        assert_eq!(Id::MIN.add(crate::MAX_ID), Id::MIN);
+        assert_eq!(last.wrapping_add(2), Id::new(2).unwrap());
+        assert_eq!(Id::MIN.wrapping_add(crate::MAX_ID), Id::MIN);
     }
 
     #[test]
