@@ -1,1 +1,113 @@
-fn main() {}
+//! udptalk's tasks, run as `cargo xtask TASK` (the alias is in `.cargo/config.toml`).
+//!
+//! - `cargo xtask demo` builds the binaries and plays the tutorial on loopback.
+//! - `cargo xtask test` is the one test command, and the CI contract: fmt, clippy, the tests,
+//!   then the loopback matrix of `udptalk-server` × `udptalk-client` and independent peers.
+//!
+//! Each task is a module with one `run` function. Cargo is invoked through `$CARGO`, so the
+//! toolchain that runs xtask also builds and checks the workspace. Unix only: the matrix passes
+//! invalid UTF-8 as arguments, which only Unix command lines can carry.
+
+mod demo;
+mod matrix;
+mod peers;
+mod test;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+
+/// udptalk's build tasks.
+#[derive(Parser)]
+#[command(name = "cargo xtask", about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build, then play the tutorial's exchanges on loopback, checking every reply.
+    Demo,
+    /// fmt --check, clippy -D warnings, cargo test, then the loopback matrix.
+    Test(test::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Demo => demo::run(),
+        Task::Test(args) => test::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: the parent of xtask's own directory.
+pub fn project_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// Runs `cargo ARGS` in the project root with the terminal's stdio, announcing it first and
+/// failing with the command's name when it fails.
+pub fn cargo(args: &[&str]) -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let shown = format!("cargo {}", args.join(" "));
+    println!("==> {shown}");
+    let started = Instant::now();
+    let status = Command::new(cargo)
+        .args(args)
+        .current_dir(project_root())
+        .status()
+        .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
+    if status.success() {
+        println!("    ok: {shown} ({:.1}s)", started.elapsed().as_secs_f64());
+        Ok(())
+    } else {
+        Err(format!("`{shown}` failed ({status})"))
+    }
+}
+
+/// The two binaries `cargo build --workspace --bins` leaves in the target directory.
+pub struct Bins {
+    /// `udptalk-server`.
+    pub server: PathBuf,
+    /// `udptalk-client`.
+    pub client: PathBuf,
+}
+
+impl Bins {
+    /// Finds the debug binaries in `$CARGO_TARGET_DIR` or `target/`, failing when one is missing.
+    pub fn locate() -> Result<Bins, String> {
+        let root = project_root();
+        let target = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) => root.join(dir),
+            None => root.join("target"),
+        };
+        let debug = target.join("debug");
+        let find = |name: &str| {
+            let path = debug.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(format!(
+                    "{} is missing: run `cargo build --workspace --bins`",
+                    path.display()
+                ))
+            }
+        };
+        Ok(Bins {
+            server: find("udptalk-server")?,
+            client: find("udptalk-client")?,
+        })
+    }
+}

@@ -322,7 +322,9 @@ fn a_refused_address_moves_on_to_the_next() -> Result {
         return Ok(());
     }
     let closed = UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
-    let (addr, peer) = peer("[::1]", 2, |s, from, _| s.send_to(b"Hello Client!!", from).map(drop))?;
+    let (addr, peer) = peer("[::1]", 2, |s, from, _| {
+        s.send_to(b"Hello Client!!", from).map(drop)
+    })?;
     let mut config = client::Config::new(closed);
     config.servers.push(addr);
     let input = client::Input::Messages(vec!["one".into(), "two".into()]);
@@ -333,7 +335,10 @@ fn a_refused_address_moves_on_to_the_next() -> Result {
         "Sent a message.\nServer message: Hello Client!!\nSent a message.\nServer message: Hello Client!!\n"
     );
     assert_eq!((report.answered, report.exit_code()), (2, 0));
-    assert_eq!(peer.join().map_err(|_| "peer panicked")?, vec![b"one".to_vec(), b"two".to_vec()]);
+    assert_eq!(
+        peer.join().map_err(|_| "peer panicked")?,
+        vec![b"one".to_vec(), b"two".to_vec()]
+    );
     Ok(())
 }
 
