@@ -26,11 +26,15 @@ pub enum Encoding {
 ///
 /// The socket is connected to the server, so datagrams from any other address are ignored.
 ///
+/// With --encoding json each message carries an id, unanswered ones are resent (--retries), and
+/// a duplicated or stray answer is dropped, never printed. A summary goes to stderr at exit when
+/// anything was resent or lost, or with -v; Ctrl-C prints it and exits 130.
+///
 /// Exit codes (the most serious outcome seen):
 ///   0  every message was answered
 ///   5  a reply was longer than --buffer and was cut (and reported)
 ///   6  the server answered with an error envelope
-///   3  a message got no reply within --timeout
+///   3  a message got no reply after every attempt, or --deadline passed
 ///   4  no server is listening (the run ends at once)
 ///   2  bad usage, or a message over the UDP payload limit (nothing sent)
 ///   1  anything else (e.g. --encoding json and the reply is not an envelope)
@@ -54,6 +58,16 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Encoding::Plain)]
     pub encoding: Encoding,
 
+    /// Resends of an unanswered message, each after a doubling wait (capped at 8 timeouts,
+    /// plus up to 25% jitter). Default: 2 with --encoding json (the id lets the server answer a
+    /// resend without counting it again), 0 with plain (a resend could be counted twice)
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+
+    /// Bound on the whole run, e.g. 10s; when it passes the client stops with exit code 3
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub deadline: Option<Duration>,
+
     /// Longest reply kept, in bytes (1-65535; the tutorial used 1024); a longer one is cut to
     /// this and reported, never cut silently
     #[arg(long, value_name = "BYTES", default_value_t = 65_535,
@@ -70,8 +84,10 @@ pub struct Args {
 pub struct Config {
     /// The server's addresses, in the order the resolver gave them.
     pub servers: Vec<SocketAddr>,
-    /// How long to wait for each reply.
+    /// How long to wait for each reply before the first resend.
     pub timeout: Duration,
+    /// Resends of an unanswered message.
+    pub retries: u32,
     /// How messages are put on the wire.
     pub encoding: Encoding,
     /// Longest reply kept, in bytes.
@@ -84,6 +100,7 @@ impl Config {
         Config {
             servers: vec![server],
             timeout: Duration::from_secs(2),
+            retries: 0,
             encoding: Encoding::Plain,
             buffer: proto::MAX_BUFFER,
         }
@@ -119,9 +136,20 @@ impl Config {
         if let Some(zero) = servers.iter().find(|addr| addr.port() == 0) {
             return Err(bad(format!("port 0 of {} cannot be sent to", zero.ip())));
         }
+        let retries = args.retries.unwrap_or(match args.encoding {
+            Encoding::Json => 2,
+            Encoding::Plain => 0,
+        });
+        if args.encoding == Encoding::Plain && retries > 0 {
+            log::warn!(
+                "--retries with plain text: a message resent after its answer was lost is \
+                 counted twice by the server; --encoding json avoids that"
+            );
+        }
         Ok(Config {
             servers,
             timeout: args.timeout,
+            retries,
             encoding: args.encoding,
             buffer: usize::from(args.buffer),
         })
@@ -131,7 +159,7 @@ impl Config {
 fn parse_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err("the timeout must be more than zero".to_owned()),
+        Ok(_) => Err("the duration must be more than zero".to_owned()),
         Err(e) => Err(format!("{e}; write a duration such as 2s or 500ms")),
     }
 }

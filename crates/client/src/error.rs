@@ -34,11 +34,18 @@ pub enum Error {
         /// The (last) address tried.
         peer: SocketAddr,
     },
-    /// Occurs when a message got no answer within the timeout.
+    /// Occurs when a message got no answer after every attempt.
     NoReply {
         /// The address the message went to.
         peer: SocketAddr,
-        /// The timeout.
+        /// How long the client waited in all.
+        after: Duration,
+        /// How many datagrams were sent.
+        attempts: u32,
+    },
+    /// Occurs when `--deadline` passes before the run is over.
+    Deadline {
+        /// The deadline.
         after: Duration,
     },
     /// Occurs when a JSON-mode client gets a reply that is not an envelope.
@@ -75,7 +82,7 @@ impl Error {
             | Error::MessageTooLarge { .. }
             | Error::LineTooLarge { .. } => 2,
             Error::Refused { .. } => 4,
-            Error::NoReply { .. } => 3,
+            Error::NoReply { .. } | Error::Deadline { .. } => 3,
             Error::NotEnvelope { .. }
             | Error::Socket { .. }
             | Error::Stdin { .. }
@@ -107,10 +114,32 @@ impl fmt::Display for Error {
                 "no server is listening on {peer} (it answered \"port unreachable\"); start one \
                  (cargo run -p server) or check --server"
             ),
-            Error::NoReply { peer, after } => write!(
+            Error::NoReply {
+                peer,
+                after,
+                attempts,
+            } => {
+                let after = humantime::format_duration(*after);
+                if *attempts > 1 {
+                    write!(
+                        f,
+                        "no reply from {peer} to {attempts} attempts over {after}: the server \
+                         is not answering or the path loses datagrams; check that it runs, or \
+                         raise --timeout or --retries"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "no reply from {peer} within {after}: the request or its answer was \
+                         lost, or the server is not answering; check that it runs, or raise \
+                         --timeout (or --retries, which plain text risks counting twice)"
+                    )
+                }
+            }
+            Error::Deadline { after } => write!(
                 f,
-                "no reply from {peer} within {}: the request or its answer was lost, or the \
-                 server is not answering; check that it runs, or raise --timeout",
+                "the --deadline of {} passed before every message was answered; raise it if \
+                 the server is slow",
                 humantime::format_duration(*after)
             ),
             Error::NotEnvelope { peer, detail } => write!(

@@ -11,16 +11,21 @@
 //! `main.rs` only parses arguments into a [`Config`] and maps an [`Error`] to an exit code.
 
 mod args;
+mod backoff;
 mod client;
 mod error;
+mod report;
 
 pub use args::{Args, Config, Encoding};
-pub use client::{Client, Outcome};
+pub use backoff::Backoff;
+pub use client::{Client, Exchange, Outcome};
 pub use error::Error;
+pub use report::Report;
 
 use std::ffi::OsString;
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::{Mutex, PoisonError};
 
 use proto::text::{PROMPT, Printable, SENT};
 
@@ -55,42 +60,24 @@ impl Input {
     }
 }
 
-/// What happened to the messages of one run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Report {
-    /// Messages sent.
-    pub sent: u64,
-    /// Messages answered with a reply.
-    pub answered: u64,
-    /// Messages that got no reply within the timeout.
-    pub no_reply: u64,
-    /// Messages answered with an error envelope.
-    pub server_errors: u64,
-    /// Replies longer than `--buffer`, cut and reported.
-    pub truncated: u64,
-}
-
-impl Report {
-    /// The most serious outcome seen: 3 no reply, 6 an error envelope, 5 a truncated reply, else
-    /// 0. (4, nothing listening, ends the run as [`Error::Refused`].)
-    pub fn exit_code(&self) -> u8 {
-        if self.no_reply > 0 {
-            3
-        } else if self.server_errors > 0 {
-            6
-        } else if self.truncated > 0 {
-            5
-        } else {
-            0
-        }
-    }
-}
-
 /// Sends every message of `input` to the server of `config`, one at a time, printing the
-/// tutorial's lines on `out`; returns when the last answer has arrived (or timed out).
+/// tutorial's lines on `out`; returns when the last answer has arrived (or the last wait ended).
 pub fn run(config: &Config, input: Input, out: &mut dyn Write) -> Result<Report, Error> {
+    let report = Mutex::new(Report::default());
+    let result = run_with(config, input, out, &report);
+    let report = report.into_inner().unwrap_or_else(PoisonError::into_inner);
+    result.map(|()| report)
+}
+
+/// [`run`], keeping its [`Report`] in `report` as it goes, so that another thread (a Ctrl-C
+/// handler) can print it at any time.
+pub fn run_with(
+    config: &Config,
+    input: Input,
+    out: &mut dyn Write,
+    report: &Mutex<Report>,
+) -> Result<(), Error> {
     let mut client = Client::connect(config)?;
-    let mut report = Report::default();
     match input {
         Input::Messages(messages) => {
             // Refuse an oversized message before anything is sent, so a run is never half done
@@ -104,7 +91,7 @@ pub fn run(config: &Config, input: Input, out: &mut dyn Write) -> Result<Report,
                     message.as_bytes(),
                     "Server message: ",
                     out,
-                    &mut report,
+                    report,
                 )?;
             }
         }
@@ -122,11 +109,11 @@ pub fn run(config: &Config, input: Input, out: &mut dyn Write) -> Result<Report,
                     }
                     break;
                 }
-                exchange(&mut client, &line, "", out, &mut report)?;
+                exchange(&mut client, &line, "", out, report)?;
             }
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// One message: send it, print `Sent a message.`, wait, print the answer after `label`.
@@ -135,16 +122,19 @@ fn exchange(
     message: &[u8],
     label: &str,
     out: &mut dyn Write,
-    report: &mut Report,
+    report: &Mutex<Report>,
 ) -> Result<(), Error> {
-    let outcome = client.exchange(message, || write_out(out, format!("{SENT}\n").as_bytes()))?;
-    report.sent += 1;
-    match outcome {
+    let exchange = client.exchange(message, || write_out(out, format!("{SENT}\n").as_bytes()))?;
+    // Held only to record, never while writing, so a Ctrl-C handler printing it cannot wait on
+    // a blocked stdout.
+    report
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .record(&exchange);
+    match exchange.outcome {
         Outcome::Reply { text, len } => {
-            report.answered += 1;
             write_out(out, format!("{label}{}\n", Printable(&text)).as_bytes())?;
             if len > text.len() {
-                report.truncated += 1;
                 tell(format_args!(
                     "warning: truncated: {len} bytes, buffer {} (the reply was cut; raise \
                      --buffer to see all of it)",
@@ -153,18 +143,26 @@ fn exchange(
             }
         }
         Outcome::ServerError { code, message } => {
-            report.server_errors += 1;
-            let text = format!("Server error: {code}: {message}\n");
-            write_out(
-                out,
-                Printable(text.trim_end().as_bytes()).to_string().as_bytes(),
-            )?;
-            write_out(out, b"\n")?;
+            let line = format!("Server error: {code}: {message}");
+            write_out(out, format!("{}\n", Printable(line.as_bytes())).as_bytes())?;
         }
-        Outcome::NoReply { peer, after } => {
-            report.no_reply += 1;
-            tell(format_args!("error: {}", Error::NoReply { peer, after }));
+        Outcome::NoReply {
+            peer,
+            after,
+            attempts,
+        } => {
+            tell(format_args!(
+                "error: {}",
+                Error::NoReply {
+                    peer,
+                    after,
+                    attempts
+                }
+            ));
         }
+    }
+    if let Some(rtt) = exchange.rtt {
+        log::info!("reply in {:.3} ms", rtt.as_secs_f64() * 1e3);
     }
     Ok(())
 }
@@ -199,8 +197,8 @@ fn read_line(
     Ok(true)
 }
 
-/// A line for the user on stderr, whatever the log level. Nothing can be done if stderr is closed.
-fn tell(line: std::fmt::Arguments<'_>) {
+/// Writes a line for the user on stderr, whatever the log level. Nothing can be done if stderr is closed.
+pub fn tell(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(io::stderr(), "{line}");
 }
 

@@ -6,16 +6,28 @@ use std::net::IpAddr;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{ENVELOPE_VERSION, MAX_ID, MAX_PAYLOAD_V4, MAX_PAYLOAD_V6};
+use crate::{
+    ENVELOPE_VERSION, MAX_ID, MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, UNFRAGMENTED_V4, UNFRAGMENTED_V6,
+};
 
 /// Largest UDP payload towards `ip`: [`MAX_PAYLOAD_V4`] or [`MAX_PAYLOAD_V6`]. An IPv4-mapped
 /// IPv6 address travels as IPv4, so it gets the IPv4 limit.
 pub fn max_payload(ip: IpAddr) -> usize {
-    match ip {
+    match ip.to_canonical() {
         IpAddr::V4(_) => MAX_PAYLOAD_V4,
-        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => MAX_PAYLOAD_V4,
         IpAddr::V6(_) => MAX_PAYLOAD_V6,
     }
+}
+
+/// Whether a datagram of `len` bytes to `ip` may be fragmented on the way: it is longer than
+/// [`UNFRAGMENTED_V4`] / [`UNFRAGMENTED_V6`] and leaves this machine (loopback's MTU is 64 KiB).
+pub fn may_fragment(ip: IpAddr, len: usize) -> bool {
+    let ip = ip.to_canonical();
+    let unfragmented = match ip {
+        IpAddr::V4(_) => UNFRAGMENTED_V4,
+        IpAddr::V6(_) => UNFRAGMENTED_V6,
+    };
+    !ip.is_loopback() && len > unfragmented
 }
 
 /// An envelope id: an integer in `1..=MAX_ID`, so that every JSON reader holds it exactly.
@@ -77,7 +89,7 @@ pub enum ErrorCode {
     BadVersion,
     /// The `kind` member is missing or names no kind.
     UnknownKind,
-    /// The `id` member is missing, not an integer, or outside `1..=MAX_ID`.
+    /// The `id` (or a request's `ack`) member is missing, not an integer, or outside `1..=MAX_ID`.
     BadId,
     /// A member the kind needs (`body`, `code`, `message`) is missing or not a string.
     MissingField,
@@ -136,6 +148,9 @@ pub enum Envelope {
         id: Id,
         /// The message text.
         body: String,
+        /// The lowest id the sender still awaits an answer for: it will never resend an id
+        /// before this one, so the server may forget them (see docs/PROTOCOL.md).
+        ack: Option<Id>,
     },
     /// The server's answer to the request with the same `id`.
     Reply {
@@ -167,6 +182,8 @@ struct Wire<'a> {
     code: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ack: Option<u64>,
 }
 
 impl Envelope {
@@ -197,6 +214,10 @@ impl Envelope {
                 (None, Some(code.as_str()), Some(message.as_str()))
             }
         };
+        let ack = match self {
+            Envelope::Request { ack, .. } => ack.map(Id::get),
+            _ => None,
+        };
         let wire = Wire {
             v: ENVELOPE_VERSION,
             id: self.id().map(Id::get),
@@ -204,6 +225,7 @@ impl Envelope {
             body,
             code,
             message,
+            ack,
         };
         // Writing into a Vec has no I/O to fail, and every member is a string, an integer or
         // null, which serde_json always serializes: this cannot return an error.
@@ -482,6 +504,14 @@ fn validate(object: &Map<String, Value>, len: usize, limit: usize) -> Result<Env
         Some("request") => Ok(Envelope::Request {
             id: id.map_err(reject)?,
             body: string_member(object, "request", "body").map_err(reject)?,
+            ack: match object.get("ack") {
+                None | Some(Value::Null) => None,
+                ack => Some(parse_id(ack).map_err(|_| {
+                    reject(DecodeError::BadId {
+                        found: format!("ack {}", quote(ack)),
+                    })
+                })?),
+            },
         }),
         Some("reply") => Ok(Envelope::Reply {
             id: id.map_err(reject)?,
@@ -520,6 +550,7 @@ mod tests {
         let request = Envelope::Request {
             id,
             body: "Hello Server!!".into(),
+            ack: None,
         };
         expect![[r#"{"v":1,"id":7,"kind":"request","body":"Hello Server!!"}"#]]
             .assert_eq(&encoded(&request));
@@ -684,6 +715,17 @@ mod tests {
         assert_eq!(Id::new(crate::MAX_ID).unwrap().next(), Id::MIN);
         assert_eq!(Id::new(0), None);
         assert_eq!(Id::new(crate::MAX_ID + 1), None);
+    }
+
+    #[test]
+    fn fragmentation_is_only_feared_off_loopback() {
+        assert!(!may_fragment("127.0.0.1".parse().unwrap(), 65_000));
+        assert!(!may_fragment("::1".parse().unwrap(), 65_000));
+        assert!(!may_fragment("::ffff:127.0.0.1".parse().unwrap(), 65_000));
+        assert!(!may_fragment("192.0.2.1".parse().unwrap(), 1_472));
+        assert!(may_fragment("192.0.2.1".parse().unwrap(), 1_473));
+        assert!(!may_fragment("2001:db8::1".parse().unwrap(), 1_232));
+        assert!(may_fragment("2001:db8::1".parse().unwrap(), 1_233));
     }
 
     #[test]

@@ -27,8 +27,10 @@ mod envelope;
 pub mod text;
 
 pub use envelope::{
-    Datagram, DecodeError, Envelope, ErrorCode, Id, Rejection, classify, max_payload,
+    Datagram, DecodeError, Envelope, ErrorCode, Id, Rejection, classify, max_payload, may_fragment,
 };
+
+use std::time::Duration;
 
 /// The address the tutorial's programs use: the server binds it, the client sends to it.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:50000";
@@ -52,3 +54,14 @@ pub const ENVELOPE_VERSION: u64 = 1;
 /// Largest envelope id: 2^53 − 1, the largest integer every JSON reader (JavaScript's included)
 /// holds exactly.
 pub const MAX_ID: u64 = (1 << 53) - 1;
+
+/// How long after a request's first send its sender may still resend it, and so how long a server
+/// keeps the request's answer to give the same one again (see docs/PROTOCOL.md).
+pub const RETRY_WINDOW: Duration = Duration::from_secs(30);
+
+/// Largest IPv4 UDP payload that fits a 1,500-byte Ethernet MTU unfragmented: 1,500 − 20 − 8
+/// (RFC 8085 §3.2).
+pub const UNFRAGMENTED_V4: usize = 1_472;
+
+/// Largest IPv6 UDP payload that fits IPv6's minimum MTU of 1,280 bytes: 1,280 − 40 − 8.
+pub const UNFRAGMENTED_V6: usize = 1_232;

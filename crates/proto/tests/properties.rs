@@ -23,7 +23,8 @@ fn code() -> impl Strategy<Value = ErrorCode> {
 
 fn envelope() -> impl Strategy<Value = Envelope> {
     prop_oneof![
-        (id(), any::<String>()).prop_map(|(id, body)| Envelope::Request { id, body }),
+        (id(), any::<String>(), proptest::option::of(id()))
+            .prop_map(|(id, body, ack)| Envelope::Request { id, body, ack }),
         (id(), any::<String>()).prop_map(|(id, body)| Envelope::Reply { id, body }),
         (proptest::option::of(id()), code(), any::<String>())
             .prop_map(|(id, code, message)| Envelope::Error { id, code, message }),
@@ -44,7 +45,16 @@ fn jsonish() -> impl Strategy<Value = String> {
         any::<f64>().prop_map(|n| n.to_string()),
         "\"[^\"\\\\]{0,8}\"",
     ];
-    let key = prop_oneof!["v", "id", "kind", "body", "code", "message", "[a-z]{1,3}"];
+    let key = prop_oneof![
+        "v",
+        "id",
+        "kind",
+        "body",
+        "code",
+        "message",
+        "ack",
+        "[a-z]{1,3}"
+    ];
     proptest::collection::vec((key, value), 0..7).prop_map(|members| {
         let inner: Vec<String> = members
             .iter()

@@ -179,7 +179,7 @@ impl Responder {
                     Mode::Echo => kept.to_vec(),
                 })
             }
-            Datagram::Envelope(Ok(Envelope::Request { id, body })) => {
+            Datagram::Envelope(Ok(Envelope::Request { id, body, .. })) => {
                 let count = self.count();
                 self.show_message(count, peer, body.as_bytes(), body.len());
                 let body = match self.config.mode {

@@ -7,7 +7,9 @@ use std::process::{Command, Output, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use proto::{Envelope, ErrorCode, Id};
+use proto::{Envelope, ErrorCode};
+
+mod retries;
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -232,7 +234,7 @@ fn oversize_message_is_refused_before_sending() -> Result {
 #[test]
 fn json_mode_matches_reply_ids() -> Result {
     let (addr, peer) = peer("127.0.0.1", 1, |s, from, got| {
-        let Ok(Envelope::Request { id, body }) = Envelope::decode(got, 65_535) else {
+        let Ok(Envelope::Request { id, body, .. }) = Envelope::decode(got, 65_535) else {
             return s.send_to(b"not a request", from).map(drop);
         };
         let stale = Envelope::Reply {
@@ -271,9 +273,11 @@ fn json_mode_matches_reply_ids() -> Result {
 
 #[test]
 fn json_error_envelope_exits_6() -> Result {
-    let (addr, peer) = peer("127.0.0.1", 1, |s, from, _| {
+    let (addr, peer) = peer("127.0.0.1", 1, |s, from, got| {
         let error = Envelope::Error {
-            id: Id::new(1),
+            id: Envelope::decode(got, 65_535)
+                .ok()
+                .and_then(|request| request.id()),
             code: ErrorCode::TooLarge,
             message: "too big".into(),
         };

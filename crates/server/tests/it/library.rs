@@ -35,6 +35,7 @@ fn request(id: u64, body: &str) -> Vec<u8> {
     Envelope::Request {
         id: Id::new(id).unwrap_or(Id::MIN),
         body: body.into(),
+        ack: None,
     }
     .encode_to_vec()
 }

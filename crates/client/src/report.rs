@@ -1,0 +1,105 @@
+//! What happened to the messages of one run: the exit code and the summary line.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::{Exchange, Outcome};
+
+/// What happened to the messages of one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Messages sent (each counted once, however often it was resent).
+    pub sent: u64,
+    /// Datagrams sent, resends included.
+    pub datagrams: u64,
+    /// Messages answered with a reply.
+    pub answered: u64,
+    /// Messages that needed more than one datagram.
+    pub retried: u64,
+    /// Messages that got no answer after every attempt.
+    pub lost: u64,
+    /// Answers dropped because they answered no outstanding request (duplicates, late or
+    /// injected answers).
+    pub duplicates: u64,
+    /// Messages answered with an error envelope.
+    pub server_errors: u64,
+    /// Replies longer than `--buffer`, cut and reported.
+    pub truncated: u64,
+    /// Round-trip times of the messages answered at the first attempt (Karn's rule).
+    pub rtts: Vec<Duration>,
+}
+
+impl Report {
+    /// Adds one message's exchange.
+    pub fn record(&mut self, exchange: &Exchange) {
+        self.sent += 1;
+        self.datagrams += u64::from(exchange.attempts);
+        self.duplicates += exchange.dropped;
+        if exchange.attempts > 1 {
+            self.retried += 1;
+        }
+        match &exchange.outcome {
+            Outcome::Reply { text, len } => {
+                self.answered += 1;
+                if *len > text.len() {
+                    self.truncated += 1;
+                }
+            }
+            Outcome::ServerError { .. } => self.server_errors += 1,
+            Outcome::NoReply { .. } => self.lost += 1,
+        }
+        if let Some(rtt) = exchange.rtt {
+            self.rtts.push(rtt);
+        }
+    }
+
+    /// The most serious outcome seen: 3 no reply, 6 an error envelope, 5 a truncated reply, else
+    /// 0. (4, nothing listening, ends the run as [`crate::Error::Refused`].)
+    pub fn exit_code(&self) -> u8 {
+        if self.lost > 0 {
+            3
+        } else if self.server_errors > 0 {
+            6
+        } else if self.truncated > 0 {
+            5
+        } else {
+            0
+        }
+    }
+
+    /// Whether the summary is worth a line even without `-v`: something was resent or lost.
+    pub fn eventful(&self) -> bool {
+        self.retried > 0 || self.lost > 0
+    }
+}
+
+/// `sent 3 (4 datagrams), answered 2, retried 1, lost 1, duplicates dropped 0, rtt min/median/max 0.081/0.090/0.112 ms`
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sent {} ({} datagrams), answered {}, retried {}, lost {}, duplicates dropped {}",
+            self.sent, self.datagrams, self.answered, self.retried, self.lost, self.duplicates
+        )?;
+        if self.server_errors > 0 {
+            write!(f, ", server errors {}", self.server_errors)?;
+        }
+        if self.truncated > 0 {
+            write!(f, ", truncated {}", self.truncated)?;
+        }
+        let mut rtts = self.rtts.clone();
+        rtts.sort_unstable();
+        if let (Some(min), Some(max)) = (rtts.first(), rtts.last()) {
+            let median = rtts[rtts.len() / 2];
+            let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+            write!(
+                f,
+                ", rtt min/median/max {:.3}/{:.3}/{:.3} ms",
+                ms(min),
+                ms(&median),
+                ms(max)
+            )?;
+        }
+        Ok(())
+    }
+}
