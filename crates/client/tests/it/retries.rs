@@ -104,7 +104,7 @@ fn ids_start_at_random_and_count_up_with_acks() -> Result {
     assert_eq!(requests.len(), 3);
     let first = requests[0].0;
     for (n, (id, ack, _)) in requests.iter().enumerate() {
-        assert_eq!(*id, first.add(n as u64), "ids count up by one");
+        assert_eq!(*id, first.wrapping_add(n as u64), "ids count up by one");
         assert_eq!(
             *ack,
             Some(*id),
