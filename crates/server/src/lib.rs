@@ -13,6 +13,7 @@
 mod args;
 mod error;
 mod server;
+mod sys;
 
 pub use args::{Args, Config, Encoding, Mode};
 pub use error::Error;

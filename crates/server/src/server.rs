@@ -2,13 +2,14 @@
 
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use proto::text::{HELLO_CLIENT, Printable, access_count_reply, canonical_peer};
 use proto::{Datagram, Envelope, RECV_BUFFER};
 
+use crate::sys::ServerSocket;
 use crate::{Config, Encoding, Error, Mode};
 
 /// Longest wait in one receive, so that a stop request is seen within this long. Signals are
@@ -47,7 +48,7 @@ impl fmt::Display for Summary {
 
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
-    socket: UdpSocket,
+    socket: ServerSocket,
     /// Receives always use [`RECV_BUFFER`] bytes, so the kernel never cuts a datagram; the cut
     /// to `--buffer` is made (and reported) by [`Responder::answer`].
     buf: Vec<u8>,
@@ -66,7 +67,8 @@ struct Responder {
 impl Server {
     /// Binds the socket `config.bind` names.
     pub fn bind(config: Config) -> Result<Server, Error> {
-        let socket = UdpSocket::bind(config.bind).map_err(|e| Error::from_bind(config.bind, e))?;
+        let socket =
+            ServerSocket::bind(config.bind).map_err(|e| Error::from_bind(config.bind, e))?;
         let local = socket.local_addr().ok();
         if local.is_some_and(|addr| !addr.ip().is_loopback()) {
             log::warn!(
@@ -121,17 +123,17 @@ impl Server {
                 None => POLL,
             };
             self.socket
-                .set_read_timeout(Some(wait))
+                .set_read_timeout(wait)
                 .map_err(|source| Error::Socket {
                     doing: "setting the receive timeout",
                     source,
                 })?;
-            match self.socket.recv_from(&mut self.buf) {
-                Ok((len, peer)) => {
+            match self.socket.recv(&mut self.buf) {
+                Ok(meta) => {
                     last_datagram = Instant::now();
-                    let peer = canonical_peer(peer);
-                    if let Some(answer) = self.responder.answer(&self.buf[..len], peer)
-                        && let Err(e) = self.socket.send_to(&answer, peer)
+                    let peer = canonical_peer(meta.peer);
+                    if let Some(answer) = self.responder.answer(&self.buf[..meta.len], peer)
+                        && let Err(e) = self.socket.send(&answer, meta.peer, meta.local)
                     {
                         self.responder.summary.send_failures += 1;
                         log::warn!("could not answer {peer}: {e}");
