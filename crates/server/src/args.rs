@@ -69,6 +69,12 @@ pub struct Args {
           value_parser = clap::value_parser!(u16).range(1..))]
     pub buffer: u16,
 
+    /// Datagrams per second accepted from each source IP, e.g. 1000/s (bursts up to twice
+    /// that); 0 turns it off. Default: off on loopback binds, 1000/s on any other (wildcards
+    /// included). Datagrams over the limit are dropped unanswered and counted
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+    pub rate_limit: Option<u32>,
+
     /// Print no per-datagram lines (the summary is still printed at exit)
     #[arg(long, short)]
     pub quiet: bool,
@@ -95,6 +101,41 @@ pub struct Config {
     pub buffer: usize,
     /// No per-datagram lines on stdout.
     pub quiet: bool,
+    /// The per-source rate limit, if any.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token bucket's refill rate and depth, per source IP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Datagrams per second, sustained.
+    pub per_second: u32,
+    /// Datagrams at once, after a quiet spell.
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// The limit on servers reachable from the network unless `--rate-limit` says otherwise:
+    /// generous for any real client, a wall for a flood from one source.
+    pub const NETWORK_DEFAULT: RateLimit = RateLimit::per_second(1_000);
+
+    /// `per_second`, with bursts of twice that.
+    pub const fn per_second(per_second: u32) -> RateLimit {
+        RateLimit {
+            per_second,
+            burst: per_second.saturating_mul(2),
+        }
+    }
+
+    /// The limit for a server on `bind` given `--rate-limit` (`Some(0)` turns it off).
+    pub fn for_bind(bind: SocketAddr, flag: Option<u32>) -> Option<RateLimit> {
+        match flag {
+            Some(0) => None,
+            Some(n) => Some(RateLimit::per_second(n)),
+            None if bind.ip().to_canonical().is_loopback() => None,
+            None => Some(RateLimit::NETWORK_DEFAULT),
+        }
+    }
 }
 
 impl Config {
@@ -108,6 +149,7 @@ impl Config {
             encoding: Encoding::Auto,
             buffer: proto::MAX_BUFFER,
             quiet: false,
+            rate_limit: RateLimit::for_bind(bind, None),
         }
     }
 }
@@ -122,6 +164,7 @@ impl From<&Args> for Config {
             encoding: args.encoding,
             buffer: usize::from(args.buffer),
             quiet: args.quiet,
+            rate_limit: RateLimit::for_bind(args.bind, args.rate_limit),
         }
     }
 }
@@ -138,4 +181,12 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         Ok(_) => Err("the duration must be more than zero".to_owned()),
         Err(e) => Err(format!("{e}; write a duration such as 30s, 500ms or 2m")),
     }
+}
+
+fn parse_rate(text: &str) -> Result<u32, String> {
+    let number = text.strip_suffix("/s").unwrap_or(text);
+    number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a rate; write datagrams per second, e.g. 1000/s (0 turns the limit off)"))
 }

@@ -12,12 +12,13 @@
 
 mod args;
 mod error;
+mod responder;
 mod server;
 mod sys;
 
-pub use args::{Args, Config, Encoding, Mode};
+pub use args::{Args, Config, Encoding, Mode, RateLimit};
 pub use error::Error;
-pub use server::{Server, Summary};
+pub use server::{PEER_TALLY_CAP, Server, Summary};
 
 use std::io::Write;
 use std::sync::atomic::AtomicBool;

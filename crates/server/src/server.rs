@@ -1,33 +1,52 @@
 //! The receive loop: one socket, one buffer, one access counter.
 
-use std::fmt::{self, Write as _};
-use std::io::{self, Write as _};
+use std::fmt;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use proto::text::{HELLO_CLIENT, Printable, access_count_reply, canonical_peer};
-use proto::{Datagram, Envelope, RECV_BUFFER};
+use proto::RECV_BUFFER;
+use proto::text::canonical_peer;
 
+use crate::responder::Responder;
 use crate::sys::ServerSocket;
-use crate::{Config, Encoding, Error, Mode};
+use crate::{Config, Error};
 
 /// Longest wait in one receive, so that a stop request is seen within this long. Signals are
 /// never relied on to interrupt a receive (EINTR is not guaranteed with SA_RESTART handlers).
 const POLL: Duration = Duration::from_millis(250);
 
-/// What the server saw, kept so that `received = counted + malformed` always holds.
+/// How many distinct peers are counted exactly; past this the summary shows `≥65,536`, so
+/// that a flood of spoofed sources cannot grow the tally's memory (about 3 MiB at the cap).
+pub const PEER_TALLY_CAP: usize = 65_536;
+
+/// What the server saw. The books always balance:
+/// `received = counted + duplicates + malformed + rate_limited + busy`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     /// Datagrams received.
     pub received: u64,
-    /// Datagrams counted as accesses and answered (plain text, and valid envelope requests).
+    /// Accesses counted and answered: plain datagrams, and envelope requests seen for the first
+    /// time.
     pub counted: u64,
+    /// Envelope requests seen before (a resend, or a copy the network made): answered from the
+    /// reply cache, or, when their sender has moved past them, recognised as done; never
+    /// counted again.
+    pub duplicates: u64,
     /// Envelope attempts refused (answered with an error envelope) or ignored (replies and
     /// errors sent to the server, which are never answered, so two servers cannot ping-pong).
     pub malformed: u64,
+    /// Datagrams dropped unanswered because their source was over `--rate-limit`.
+    pub rate_limited: u64,
+    /// Envelope requests answered `busy` because the reply cache was full of live entries.
+    pub busy: u64,
     /// Counted datagrams longer than `--buffer`, cut and reported.
     pub truncated: u64,
+    /// Distinct peers (address and port), exact up to [`PEER_TALLY_CAP`].
+    pub peers: u64,
+    /// Answers not sent because they would have broken a source's anti-amplification budget.
+    pub amplification_dropped: u64,
     /// Answers the system would not send.
     pub send_failures: u64,
 }
@@ -36,9 +55,24 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "received {}, counted {}, malformed {}, truncated {}",
-            self.received, self.counted, self.malformed, self.truncated
+            "received {}, counted {}, duplicates {}, malformed {}, rate-limited {}, busy {}, \
+             truncated {}, peers ",
+            self.received,
+            self.counted,
+            self.duplicates,
+            self.malformed,
+            self.rate_limited,
+            self.busy,
+            self.truncated,
         )?;
+        if self.peers >= PEER_TALLY_CAP as u64 {
+            write!(f, "≥65,536")?;
+        } else {
+            write!(f, "{}", self.peers)?;
+        }
+        if self.amplification_dropped > 0 {
+            write!(f, ", amplification-dropped {}", self.amplification_dropped)?;
+        }
         if self.send_failures > 0 {
             write!(f, ", send failures {}", self.send_failures)?;
         }
@@ -50,18 +84,9 @@ impl fmt::Display for Summary {
 pub struct Server {
     socket: ServerSocket,
     /// Receives always use [`RECV_BUFFER`] bytes, so the kernel never cuts a datagram; the cut
-    /// to `--buffer` is made (and reported) by [`Responder::answer`].
+    /// to `--buffer` is made (and reported) by the responder.
     buf: Vec<u8>,
     responder: Responder,
-}
-
-/// Decides what each datagram gets, counts it and shows it: everything but the socket.
-struct Responder {
-    config: Config,
-    summary: Summary,
-    /// The per-datagram lines, written to stdout in one piece.
-    lines: String,
-    stdout_open: bool,
 }
 
 impl Server {
@@ -79,12 +104,7 @@ impl Server {
         Ok(Server {
             socket,
             buf: vec![0; RECV_BUFFER],
-            responder: Responder {
-                config,
-                summary: Summary::default(),
-                lines: String::new(),
-                stdout_open: true,
-            },
+            responder: Responder::new(config),
         })
     }
 
@@ -130,14 +150,15 @@ impl Server {
                 })?;
             match self.socket.recv(&mut self.buf) {
                 Ok(meta) => {
-                    last_datagram = Instant::now();
                     let peer = canonical_peer(meta.peer);
-                    if let Some(answer) = self.responder.answer(&self.buf[..meta.len], peer)
+                    let now = Instant::now();
+                    if let Some(answer) = self.responder.answer(&self.buf[..meta.len], peer, now)
                         && let Err(e) = self.socket.send(&answer, meta.peer, meta.local)
                     {
-                        self.responder.summary.send_failures += 1;
+                        self.responder.send_failed();
                         log::warn!("could not answer {peer}: {e}");
                     }
+                    last_datagram = now;
                     if config.once {
                         break;
                     }
@@ -154,131 +175,7 @@ impl Server {
                 Err(e) => log::debug!("receive error, ignored: {e}"),
             }
         }
-        Ok(self.responder.summary)
+        Ok(self.responder.into_summary())
     }
 }
 
-impl Responder {
-    /// Decodes, counts and shows `datagram` from `peer`, and returns the answer to send, if any.
-    fn answer(&mut self, datagram: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
-        self.summary.received += 1;
-        let limit = self.config.buffer;
-        let len = datagram.len();
-        let decoded = match self.config.encoding {
-            Encoding::Plain => Datagram::Plain,
-            Encoding::Auto => proto::classify(datagram, limit),
-            Encoding::Json => Datagram::Envelope(Envelope::decode(datagram, limit)),
-        };
-        self.lines.clear();
-        let answer: Option<Vec<u8>> = match decoded {
-            Datagram::Plain => {
-                let kept = &datagram[..len.min(limit)];
-                let count = self.count();
-                self.show_message(count, peer, kept, len);
-                Some(match self.config.mode {
-                    Mode::Count => access_count_reply(count).into_bytes(),
-                    Mode::Hello => HELLO_CLIENT.as_bytes().to_vec(),
-                    Mode::Echo => kept.to_vec(),
-                })
-            }
-            Datagram::Envelope(Ok(Envelope::Request { id, body, .. })) => {
-                let count = self.count();
-                self.show_message(count, peer, body.as_bytes(), body.len());
-                let body = match self.config.mode {
-                    Mode::Count => access_count_reply(count),
-                    Mode::Hello => HELLO_CLIENT.to_owned(),
-                    Mode::Echo => body,
-                };
-                Some(Envelope::Reply { id, body }.encode_to_vec())
-            }
-            Datagram::Envelope(Ok(other)) => {
-                self.summary.malformed += 1;
-                self.show_refusal(
-                    peer,
-                    format_args!(
-                        "Ignored: a {} envelope (a server answers only requests).",
-                        other.kind()
-                    ),
-                );
-                None
-            }
-            Datagram::Envelope(Err(rejection)) => {
-                self.summary.malformed += 1;
-                let answer = rejection.to_envelope();
-                if let Envelope::Error { code, message, .. } = &answer {
-                    self.show_refusal(peer, format_args!("Rejected: {code}: {message}"));
-                }
-                Some(answer.encode_to_vec())
-            }
-        };
-        self.flush_lines();
-        answer
-    }
-
-    /// Counts one access and returns its number.
-    fn count(&mut self) -> u64 {
-        self.summary.counted += 1;
-        self.summary.counted
-    }
-
-    /// The tutorial's lines for a counted message; `len` is its length before any cut.
-    fn show_message(&mut self, count: u64, peer: SocketAddr, kept: &[u8], len: usize) {
-        let truncated = len > kept.len();
-        if truncated {
-            self.summary.truncated += 1;
-            log::debug!(
-                "datagram from {peer} cut: {len} bytes, buffer {}",
-                self.config.buffer
-            );
-        }
-        if self.config.quiet {
-            return;
-        }
-        // Writing into a String cannot fail.
-        let lines = &mut self.lines;
-        if self.config.mode == Mode::Count {
-            let _ = writeln!(lines, "New access.(access count: {count})");
-        }
-        let _ = writeln!(lines, "Message received from {peer}.");
-        let _ = writeln!(lines, "The message is [ {} ].", Printable(kept));
-        if truncated {
-            let _ = writeln!(
-                lines,
-                "truncated: {len} bytes, buffer {}",
-                self.config.buffer
-            );
-        }
-        if self.config.mode == Mode::Count {
-            lines.push('\n');
-        }
-    }
-
-    /// The lines for an envelope attempt that was refused or ignored.
-    fn show_refusal(&mut self, peer: SocketAddr, what: fmt::Arguments<'_>) {
-        log::debug!("{peer}: {what}");
-        if self.config.quiet {
-            return;
-        }
-        let _ = writeln!(self.lines, "Message received from {peer}.");
-        let _ = writeln!(self.lines, "{what}");
-        if self.config.mode == Mode::Count {
-            self.lines.push('\n');
-        }
-    }
-
-    /// Writes the datagram's lines in one piece. If stdout is gone (a closed pipe), the server
-    /// keeps serving and says so once.
-    fn flush_lines(&mut self) {
-        if self.lines.is_empty() || !self.stdout_open {
-            return;
-        }
-        let mut stdout = io::stdout().lock();
-        if let Err(e) = stdout
-            .write_all(self.lines.as_bytes())
-            .and_then(|()| stdout.flush())
-        {
-            self.stdout_open = false;
-            log::warn!("stdout is closed ({e}); serving on without per-datagram lines");
-        }
-    }
-}
