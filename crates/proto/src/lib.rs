@@ -26,6 +26,8 @@
 mod envelope;
 pub mod text;
 
+use std::time::Duration;
+
 pub use envelope::{
     Datagram, DecodeError, Envelope, ErrorCode, Id, Rejection, classify, max_payload,
 };
@@ -52,3 +54,8 @@ pub const ENVELOPE_VERSION: u64 = 1;
 /// Largest envelope id: 2^53 − 1, the largest integer every JSON reader (JavaScript's included)
 /// holds exactly.
 pub const MAX_ID: u64 = (1 << 53) - 1;
+
+/// How long after a request's first send a client may still resend it: 30 s. A client makes no
+/// resend later than this, so a server need remember an answer only this long to give every
+/// resend the same answer (the at-most-once rule).
+pub const RETRY_WINDOW: Duration = Duration::from_secs(30);
