@@ -255,13 +255,14 @@ fn client(args: &[&str], messages: &[&[u8]]) -> Sender {
 /// The summary of a server that received `n` datagrams, all counted, `truncated` of them cut.
 fn counted(n: usize, truncated: usize) -> Expect {
     prefix(format!(
-        "summary: received {n}, counted {n}, malformed 0, truncated {truncated}"
+        "summary: received {n}, counted {n}, duplicates 0, malformed 0, rate-limited 0, busy 0, \
+         truncated {truncated},"
     ))
 }
 
 /// The summary of a server that refused its one datagram with an error envelope.
 fn rejected() -> Expect {
-    prefix("summary: received 1, counted 0, malformed 1,")
+    prefix("summary: received 1, counted 0, duplicates 0, malformed 1,")
 }
 
 /// `n` bytes of `0123456789…`: a cut shows, and which end was cut shows too.

@@ -55,8 +55,9 @@ pub const ENVELOPE_VERSION: u64 = 1;
 /// holds exactly.
 pub const MAX_ID: u64 = (1 << 53) - 1;
 
-/// How long after a request's first send its sender may still resend it, and so how long a server
-/// keeps the request's answer to give the same one again (see docs/PROTOCOL.md).
+/// How long after a request's first send a client may still resend it: 30 s. A client makes no
+/// resend later than this, so a server need remember an answer only this long to give every
+/// resend the same answer (the at-most-once rule; see docs/PROTOCOL.md).
 pub const RETRY_WINDOW: Duration = Duration::from_secs(30);
 
 /// Largest IPv4 UDP payload that fits a 1,500-byte Ethernet MTU unfragmented: 1,500 − 20 − 8

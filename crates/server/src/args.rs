@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::CacheLimits;
+
 /// What the server answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -103,6 +105,9 @@ pub struct Config {
     pub quiet: bool,
     /// The per-source rate limit, if any.
     pub rate_limit: Option<RateLimit>,
+    /// The reply cache's caps (not a flag: the defaults are sized for any real load; tests
+    /// shrink them to reach `busy`).
+    pub cache: CacheLimits,
 }
 
 /// A token bucket's refill rate and depth, per source IP.
@@ -150,6 +155,7 @@ impl Config {
             buffer: proto::MAX_BUFFER,
             quiet: false,
             rate_limit: RateLimit::for_bind(bind, None),
+            cache: CacheLimits::default(),
         }
     }
 }
@@ -165,6 +171,7 @@ impl From<&Args> for Config {
             buffer: usize::from(args.buffer),
             quiet: args.quiet,
             rate_limit: RateLimit::for_bind(args.bind, args.rate_limit),
+            cache: CacheLimits::default(),
         }
     }
 }

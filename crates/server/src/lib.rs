@@ -9,15 +9,28 @@
 //!
 //! `main.rs` only parses arguments into a [`Config`], installs the signal handler and maps an
 //! [`Error`] to an exit code, so tests can drive this library and the binary alike.
+//!
+//! The policies that keep a server safe to expose are pure types, with no sockets, clocks or
+//! threads: every method takes `now`, so their tests run without sleeping. [`ReplyCache`]
+//! answers each JSON request at most once within [`proto::RETRY_WINDOW`], [`RateLimiter`] is a
+//! token bucket per source address, and [`AmplificationBudget`] keeps what is sent to a source
+//! within three times what it sent. Each holds a table with fixed caps.
 
+mod amplification;
 mod args;
 mod error;
+mod rate_limit;
+mod reply_cache;
 mod responder;
 mod server;
 mod sys;
+mod timeline;
 
+pub use amplification::{AMPLIFICATION_FACTOR, AmplificationBudget, wire_len};
 pub use args::{Args, Config, Encoding, Mode, RateLimit};
 pub use error::Error;
+pub use rate_limit::{RateLimiter, RateReport};
+pub use reply_cache::{CacheLimits, Lookup, ReplyCache};
 pub use server::{PEER_TALLY_CAP, Server, Summary};
 
 use std::io::Write;

@@ -12,7 +12,7 @@ use proto::{Datagram, Envelope, ErrorCode, Id};
 
 use crate::amplification::AmplificationBudget;
 use crate::rate_limit::RateLimiter;
-use crate::reply_cache::{CacheLimits, Lookup, ReplyCache};
+use crate::reply_cache::{Lookup, ReplyCache};
 use crate::server::{PEER_TALLY_CAP, Summary};
 use crate::{Config, Encoding, Mode};
 
@@ -48,15 +48,20 @@ impl Responder {
             RateLimiter::new(rate.per_second, rate.burst, RateLimiter::DEFAULT_SOURCES)
         });
         Responder {
+            cache: ReplyCache::new(config.cache),
             config,
             summary: Summary::default(),
-            cache: ReplyCache::new(CacheLimits::default()),
             limiter,
             budget: AmplificationBudget::default(),
             peers: HashSet::new(),
             lines: String::new(),
             stdout_open: true,
         }
+    }
+
+    /// The configuration it answers by.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The books so far.
@@ -143,23 +148,31 @@ impl Responder {
                     }
                     Verdict::Busy => {
                         self.summary.busy += 1;
-                        self.show_note(peer, format_args!("Busy: no room to remember id {id}; answered busy."));
+                        self.show_note(
+                            peer,
+                            format_args!("Busy: no room to remember id {id}; answered busy."),
+                        );
                         let busy = Envelope::Error {
                             id: Some(id),
                             code: ErrorCode::Busy,
-                            message: "the server's reply cache is full; resend after a backoff".to_owned(),
+                            message: "the server's reply cache is full; resend after a backoff"
+                                .to_owned(),
                         };
                         return Some(busy.encode_to_vec());
                     }
                 };
-                let body = String::from_utf8_lossy(&self.reply_text(access, body.as_bytes())).into_owned();
+                let body =
+                    String::from_utf8_lossy(&self.reply_text(access, body.as_bytes())).into_owned();
                 Some(Envelope::Reply { id, body }.encode_to_vec())
             }
             Datagram::Envelope(Ok(other)) => {
                 self.summary.malformed += 1;
                 self.show_note(
                     peer,
-                    format_args!("Ignored: a {} envelope (a server answers only requests).", other.kind()),
+                    format_args!(
+                        "Ignored: a {} envelope (a server answers only requests).",
+                        other.kind()
+                    ),
                 );
                 None
             }
@@ -214,7 +227,10 @@ impl Responder {
         let truncated = len > kept.len();
         if truncated {
             self.summary.truncated += 1;
-            log::debug!("datagram from {peer} cut: {len} bytes, buffer {}", self.config.buffer);
+            log::debug!(
+                "datagram from {peer} cut: {len} bytes, buffer {}",
+                self.config.buffer
+            );
         }
         if self.config.quiet {
             return;
@@ -227,7 +243,11 @@ impl Responder {
         let _ = writeln!(lines, "Message received from {peer}.");
         let _ = writeln!(lines, "The message is [ {} ].", Printable(kept));
         if truncated {
-            let _ = writeln!(lines, "truncated: {len} bytes, buffer {}", self.config.buffer);
+            let _ = writeln!(
+                lines,
+                "truncated: {len} bytes, buffer {}",
+                self.config.buffer
+            );
         }
         if self.config.mode == Mode::Count {
             lines.push('\n');

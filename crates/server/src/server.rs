@@ -112,7 +112,7 @@ impl Server {
     pub fn local_addr(&self) -> SocketAddr {
         self.socket
             .local_addr()
-            .unwrap_or(self.responder.config.bind)
+            .unwrap_or(self.responder.config().bind)
     }
 
     /// Serves until `stop` is set, `--idle` passes without a datagram, or, with `--once`, the
@@ -123,7 +123,7 @@ impl Server {
     /// `--buffer`, and valid requests) is counted and answered.
     pub fn run(mut self, stop: &AtomicBool) -> Result<Summary, Error> {
         let mut last_datagram = Instant::now();
-        let config = self.responder.config.clone();
+        let config = self.responder.config().clone();
         loop {
             if stop.load(Ordering::Relaxed) {
                 log::info!("stop requested");
@@ -178,4 +178,3 @@ impl Server {
         Ok(self.responder.into_summary())
     }
 }
-

@@ -88,7 +88,7 @@ fn hello_once_is_udp_server1() -> Result {
     );
     assert_eq!(
         err,
-        "summary: received 1, counted 1, malformed 0, truncated 0\n"
+        "summary: received 1, counted 1, duplicates 0, malformed 0, rate-limited 0, busy 0, truncated 0, peers 1\n"
     );
     Ok(())
 }
@@ -115,7 +115,7 @@ fn count_mode_prints_the_tutorial_lines_escaped_and_the_cut() -> Result {
     );
     assert_eq!(
         err,
-        "summary: received 2, counted 2, malformed 0, truncated 1\n"
+        "summary: received 2, counted 2, duplicates 0, malformed 0, rate-limited 0, busy 0, truncated 1, peers 1\n"
     );
     Ok(())
 }

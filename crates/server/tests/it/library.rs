@@ -62,6 +62,7 @@ fn counts_every_plain_datagram_whatever_its_bytes() -> Result {
         Summary {
             received: 4,
             counted: 4,
+            peers: 1,
             ..Summary::default()
         }
     );
@@ -100,6 +101,7 @@ fn refused_envelopes_get_an_error_and_are_not_counted() -> Result {
             received: 4,
             counted: 2,
             malformed: 2,
+            peers: 1,
             ..Summary::default()
         }
     );
@@ -183,6 +185,7 @@ fn cuts_to_the_buffer_and_counts_the_cut() -> Result {
             counted: 2,
             malformed: 1,
             truncated: 1,
+            peers: 1,
             ..Summary::default()
         }
     );
@@ -236,4 +239,123 @@ fn wildcard_server_answers_from_the_address_asked() -> Result {
         running.join().map_err(|_| "the server thread panicked")??;
         talked
     })
+}
+
+fn request_acking(id: u64, ack: u64) -> Vec<u8> {
+    Envelope::Request {
+        id: Id::new(id).unwrap_or(Id::MIN),
+        body: "again".into(),
+        ack: Id::new(ack),
+    }
+    .encode_to_vec()
+}
+
+/// At most once: a resend gets the same answer and is not counted again; a copy of a request
+/// its sender has acknowledged is recognised as done and not answered.
+#[test]
+fn resends_are_answered_again_but_counted_once() -> Result {
+    let summary = with_server(
+        "127.0.0.1",
+        |_| {},
+        |addr| {
+            let peer = peer_for(addr)?;
+            let first = ask(&peer, addr, &request_acking(100, 100))?;
+            assert_eq!(
+                ask(&peer, addr, &request_acking(100, 100))?,
+                first,
+                "a resend, same answer"
+            );
+            let second = ask(&peer, addr, &request_acking(101, 101))?;
+            assert!(String::from_utf8(second)?.contains("Access count: 2"));
+            // A late network copy of id 100, after the sender acknowledged it (ack 101): no answer.
+            peer.send_to(&request_acking(100, 100), addr)?;
+            // Another peer's id 100 is another request.
+            let other = peer_for(addr)?;
+            let third = ask(&other, addr, &request_acking(100, 100))?;
+            assert!(String::from_utf8(third)?.contains("Access count: 3"));
+            // The late copy got no answer: the next datagram's answer is the next one asked.
+            assert_eq!(ask(&peer, addr, b"plain")?, b"Access count: 4");
+            Ok(())
+        },
+    )?;
+    assert_eq!(
+        (summary.received, summary.counted, summary.duplicates),
+        (6, 4, 2)
+    );
+    assert_eq!(summary.peers, 2);
+    Ok(())
+}
+
+#[test]
+fn full_caps_answer_busy_and_count_nothing() -> Result {
+    let summary = with_server(
+        "127.0.0.1",
+        |c| {
+            c.cache = server::CacheLimits {
+                per_peer: 2,
+                ..server::CacheLimits::default()
+            }
+        },
+        |addr| {
+            let peer = peer_for(addr)?;
+            // No acks: every answer must be kept for the whole retry window.
+            for id in [1, 2] {
+                let answer = Envelope::decode(&ask(&peer, addr, &request(id, "x"))?, 65_535)?;
+                assert!(matches!(answer, Envelope::Reply { .. }), "{answer:?}");
+            }
+            match Envelope::decode(&ask(&peer, addr, &request(3, "x"))?, 65_535)? {
+                Envelope::Error {
+                    id,
+                    code: ErrorCode::Busy,
+                    ..
+                } => assert_eq!(id, Id::new(3)),
+                other => panic!("expected busy, got {other:?}"),
+            }
+            // The live entries were not evicted: a resend of 1 is still answered from the cache.
+            let again = Envelope::decode(&ask(&peer, addr, &request(1, "x"))?, 65_535)?;
+            assert!(matches!(again, Envelope::Reply { body, .. } if body == "Access count: 1"));
+            Ok(())
+        },
+    )?;
+    assert_eq!(
+        (
+            summary.received,
+            summary.counted,
+            summary.duplicates,
+            summary.busy
+        ),
+        (4, 2, 1, 1)
+    );
+    Ok(())
+}
+
+#[test]
+fn over_the_rate_limit_datagrams_are_dropped_and_counted() -> Result {
+    let summary = with_server(
+        "127.0.0.1",
+        |c| {
+            c.rate_limit = Some(server::RateLimit {
+                per_second: 1,
+                burst: 2,
+            })
+        },
+        |addr| {
+            let peer = peer_for(addr)?;
+            assert_eq!(ask(&peer, addr, b"a")?, b"Access count: 1");
+            assert_eq!(ask(&peer, addr, b"b")?, b"Access count: 2");
+            peer.send_to(b"c", addr)?;
+            peer.set_read_timeout(Some(std::time::Duration::from_millis(300)))?;
+            let mut buf = [0; 64];
+            assert!(
+                peer.recv_from(&mut buf).is_err(),
+                "the third datagram in a burst of 2 gets no answer"
+            );
+            Ok(())
+        },
+    )?;
+    assert_eq!(
+        (summary.received, summary.counted, summary.rate_limited),
+        (3, 2, 1)
+    );
+    Ok(())
 }
