@@ -2,13 +2,16 @@
 //!
 //! - `cargo xtask demo` builds the binaries and plays the tutorial on loopback.
 //! - `cargo xtask test` is the one test command, and the CI contract: fmt, clippy, the tests,
-//!   then the loopback matrix of `udptalk-server` × `udptalk-client` and independent peers.
+//!   the loopback matrix of `udptalk-server` × `udptalk-client` and independent peers, then the
+//!   faults stage (loss, duplication, delay, reordering, closed and silent ports, a flood, a
+//!   wildcard bind).
 //!
 //! Each task is a module with one `run` function. Cargo is invoked through `$CARGO`, so the
 //! toolchain that runs xtask also builds and checks the workspace. Unix only: the matrix passes
 //! invalid UTF-8 as arguments, which only Unix command lines can carry.
 
 mod demo;
+mod faults;
 mod matrix;
 mod peers;
 mod test;
@@ -32,7 +35,7 @@ struct Cli {
 enum Task {
     /// Build, then play the tutorial's exchanges on loopback, checking every reply.
     Demo,
-    /// fmt --check, clippy -D warnings, cargo test, then the loopback matrix.
+    /// fmt --check, clippy -D warnings, cargo test, the loopback matrix, then the faults.
     Test(test::Args),
 }
 

@@ -148,6 +148,11 @@ impl Proc {
         })
     }
 
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The next stderr line not yet taken, waiting at most `timeout`.
     pub fn next_stderr_line(&self, timeout: Duration) -> Result<String, NoLine> {
         self.stderr_lines
@@ -302,12 +307,32 @@ pub fn abbreviate(text: &str, max: usize) -> String {
     format!("{head}…({count} chars)")
 }
 
+/// `lines` under a heading, indented, long lines and long outputs shortened.
+pub fn indent(heading: &str, lines: &[String]) -> String {
+    const MAX_LINES: usize = 12;
+    if lines.is_empty() {
+        return format!("{heading}: (empty)");
+    }
+    let mut text = format!("{heading}:");
+    let skip = lines.len().saturating_sub(MAX_LINES);
+    if skip > 0 {
+        text.push_str(&format!("\n  … {skip} earlier lines"));
+    }
+    for line in lines.iter().skip(skip) {
+        text.push_str("\n  | ");
+        text.push_str(&abbreviate(line, 160));
+    }
+    text
+}
+
 /// A running `udptalk-server` whose bound address has been read from its announce line.
 pub struct Server {
     /// The address it announced.
     pub addr: SocketAddr,
     /// The announce line itself.
     pub announce: String,
+    /// Lines printed before the announce line (only with [`Server::spawn_after_logs`]).
+    pub early: Vec<String>,
     /// The command line, as a person would type it.
     pub shown: String,
     proc: Proc,
@@ -322,39 +347,63 @@ impl Server {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Server::spawn_after_logs(bin, args, 0)
+    }
+
+    /// Like [`Server::spawn`], but lets up to `logs` other lines (log lines, e.g. a warning)
+    /// come before the announce line, and keeps them in [`Server::early`], so that a caller
+    /// can report the order and still test the server.
+    pub fn spawn_after_logs<I, S>(bin: &Path, args: I, logs: usize) -> Result<Server, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut command = Command::new(bin);
         command.args(args);
         let shown = show_command(&command);
         let proc = Proc::spawn(command, None)?;
-        let first = match proc.next_stderr_line(ANNOUNCE_TIMEOUT) {
-            Ok(line) => line,
-            Err(no_line) => {
-                let why = match no_line {
-                    NoLine::TimedOut => {
-                        format!("no stderr line within {}s", ANNOUNCE_TIMEOUT.as_secs())
-                    }
-                    NoLine::Closed => "it closed stderr without a line".to_owned(),
-                };
-                let output = proc.wait(Duration::from_secs(1));
-                return Err(format!(
-                    "`{shown}` did not announce its address ({why}; {}); stderr: {}",
-                    output.describe_end(),
-                    String::from_utf8_lossy(&output.stderr).trim_end()
-                ));
+        let deadline = Instant::now() + ANNOUNCE_TIMEOUT;
+        let mut early = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match proc.next_stderr_line(left) {
+                Ok(line) => line,
+                Err(no_line) => {
+                    let why = match no_line {
+                        NoLine::TimedOut => {
+                            format!("no announce line within {}s", ANNOUNCE_TIMEOUT.as_secs())
+                        }
+                        NoLine::Closed => "it closed stderr without one".to_owned(),
+                    };
+                    let output = proc.wait(Duration::from_secs(1));
+                    return Err(format!(
+                        "`{shown}` did not announce its address ({why}; {}); stderr: {}",
+                        output.describe_end(),
+                        String::from_utf8_lossy(&output.stderr).trim_end()
+                    ));
+                }
+            };
+            if !line.starts_with(ANNOUNCE_PREFIX) && early.len() < logs {
+                early.push(line);
+                continue;
             }
-        };
-        let addr = first
-            .strip_prefix(ANNOUNCE_PREFIX)
-            .and_then(|addr| addr.trim().parse::<SocketAddr>().ok())
-            .ok_or_else(|| {
-                format!("`{shown}`: first stderr line is {first:?}, not `{ANNOUNCE_PREFIX}ADDR`")
-            })?;
-        Ok(Server {
-            addr,
-            announce: first,
-            shown,
-            proc,
-        })
+            let addr = line
+                .strip_prefix(ANNOUNCE_PREFIX)
+                .and_then(|addr| addr.trim().parse::<SocketAddr>().ok())
+                .ok_or_else(|| {
+                    format!(
+                        "`{shown}`: stderr line {} is {line:?}, not `{ANNOUNCE_PREFIX}ADDR`",
+                        early.len() + 1
+                    )
+                })?;
+            return Ok(Server {
+                addr,
+                announce: line,
+                early,
+                shown,
+                proc,
+            });
+        }
     }
 
     /// Waits for the server to end by itself (`--once`, `--idle`), killing it after `timeout`.
@@ -365,6 +414,26 @@ impl Server {
     /// Stops the server and returns its output.
     pub fn kill(self) -> Output {
         self.proc.kill()
+    }
+
+    /// The server's process id, e.g. to read `/proc/PID/status`.
+    pub fn pid(&self) -> u32 {
+        self.proc.id()
+    }
+
+    /// Asks the server to stop as a service manager would, with SIGTERM (`kill -TERM PID`), and
+    /// waits for it to end, killing it after `timeout`. Its summary is then the last thing it
+    /// printed.
+    pub fn terminate(self, timeout: Duration) -> Result<Output, String> {
+        let pid = self.pid().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .map_err(|e| format!("cannot run `kill -TERM {pid}`: {e}"))?;
+        if !status.success() {
+            return Err(format!("`kill -TERM {pid}` failed ({status})"));
+        }
+        Ok(self.proc.wait(timeout))
     }
 }
 

@@ -3,22 +3,28 @@
 //! Stages, in order, each announced, the first failure ending the run with a non-zero exit:
 //! `cargo fmt --all --check`, `cargo clippy --workspace --all-targets -- -D warnings`,
 //! `cargo test --workspace`, `cargo build --workspace --bins` (already done by the tests'
-//! build, so it only checks), then the loopback matrix of [`crate::matrix`].
+//! build, so it only checks), then the loopback matrix of [`crate::matrix`] and the faults stage
+//! of [`crate::faults`]. The matrix and the faults share one [`Tally`], so the run ends with one
+//! line, `N passed, M failed, K skipped`, counting the rows of both.
 
 /// Options of `cargo xtask test`.
 #[derive(clap::Args)]
 pub struct Args {
     /// Skip fmt, clippy and cargo test: build the binaries and run only the matrix.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "faults_only")]
     matrix_only: bool,
-    /// Run only the matrix rows whose name contains this text (e.g. `v6`, `socat`, `echo`).
+    /// Skip fmt, clippy, cargo test and the matrix: build the binaries and run only the faults.
+    #[arg(long)]
+    faults_only: bool,
+    /// Run only the matrix and faults rows whose name contains this text (e.g. `v6`, `socat`,
+    /// `flood`).
     #[arg(long, value_name = "TEXT")]
     filter: Option<String>,
 }
 
 /// Runs the stages, stopping at the first that fails.
 pub fn run(args: &Args) -> Result<(), String> {
-    if !args.matrix_only {
+    if !args.matrix_only && !args.faults_only {
         crate::cargo(&["fmt", "--all", "--check"])?;
         crate::cargo(&[
             "clippy",
@@ -31,6 +37,74 @@ pub fn run(args: &Args) -> Result<(), String> {
         crate::cargo(&["test", "--workspace"])?;
     }
     crate::cargo(&["build", "--workspace", "--bins"])?;
-    println!("==> loopback matrix");
-    crate::matrix::run(args.filter.as_deref())
+    let filter = args.filter.as_deref();
+    let mut tally = Tally::default();
+    if !args.faults_only {
+        println!("==> loopback matrix");
+        crate::matrix::run(filter, &mut tally)?;
+    }
+    if !args.matrix_only {
+        println!("==> faults");
+        crate::faults::run(filter, &mut tally)?;
+    }
+    println!(
+        "{} passed, {} failed, {} skipped",
+        tally.passed, tally.failed, tally.skipped
+    );
+    if tally.failed == 0 {
+        Ok(())
+    } else {
+        Err(format!("{} rows failed", tally.failed))
+    }
+}
+
+/// How a row of the matrix or of the faults stage ended.
+pub enum Outcome {
+    /// Everything it checks held; the text, if any, gives the figures it saw.
+    Pass(Option<String>),
+    /// What did not hold, one problem per entry (several lines each at most).
+    Fail(Vec<String>),
+    /// Why the row could not run here.
+    Skip(String),
+}
+
+/// The rows passed, failed and skipped so far, over every stage.
+#[derive(Default)]
+pub struct Tally {
+    /// Rows that passed.
+    pub passed: usize,
+    /// Rows that failed.
+    pub failed: usize,
+    /// Rows that were skipped.
+    pub skipped: usize,
+}
+
+impl Tally {
+    /// Prints the row's line (`PASS`, `FAIL` with its problems indented, or `SKIP` with the
+    /// reason) and counts it.
+    pub fn record(&mut self, name: &str, outcome: Outcome) {
+        match outcome {
+            Outcome::Pass(None) => {
+                self.passed += 1;
+                println!("PASS  {name}");
+            }
+            Outcome::Pass(Some(figures)) => {
+                self.passed += 1;
+                println!("PASS  {name}  ({figures})");
+            }
+            Outcome::Skip(reason) => {
+                self.skipped += 1;
+                println!("SKIP  {name}  ({reason})");
+            }
+            Outcome::Fail(problems) => {
+                self.failed += 1;
+                println!("FAIL  {name}");
+                for problem in problems {
+                    for line in problem.lines() {
+                        println!("        {line}");
+                    }
+                }
+            }
+        }
+    }
 }

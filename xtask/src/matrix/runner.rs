@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use super::{Family, Row, Sender, Target, rows};
 use crate::Bins;
-use crate::peers::{self, Output, Proc, Server, abbreviate};
+use crate::peers::{self, Output, Proc, Server, indent};
+use crate::test::{Outcome, Tally};
 
 /// Rows running at once: the machines we target have 2 cores, and most of a row is waiting.
 const MAX_PARALLEL: usize = 4;
@@ -122,15 +123,9 @@ fn openbsd_netcat() -> Result<PathBuf, String> {
     }
 }
 
-/// How a row ended.
-enum Outcome {
-    Pass,
-    Fail(Vec<String>),
-    Skip(String),
-}
-
-/// Plays the table (rows whose name contains `filter`, if given) and prints it.
-pub fn run(filter: Option<&str>) -> Result<(), String> {
+/// Plays the table (rows whose name contains `filter`, if given), prints it and counts its rows
+/// in `tally`. Fails only when the rows cannot be played at all (e.g. a binary is missing).
+pub fn run(filter: Option<&str>, tally: &mut Tally) -> Result<(), String> {
     let env = Env::probe()?;
     let rows: Vec<Row> = rows()
         .into_iter()
@@ -142,7 +137,6 @@ pub fn run(filter: Option<&str>) -> Result<(), String> {
     let started = Instant::now();
     let next = AtomicUsize::new(0);
     let (done_tx, done_rx) = mpsc::channel();
-    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
 
     thread::scope(|scope| {
         for _ in 0..parallel {
@@ -173,25 +167,7 @@ pub fn run(filter: Option<&str>) -> Result<(), String> {
             }
             while let Some(Some(outcome)) = finished.get_mut(printed).map(Option::take) {
                 let name = rows.get(printed).map_or("", |row| row.name.as_str());
-                match outcome {
-                    Outcome::Pass => {
-                        passed += 1;
-                        println!("PASS  {name}");
-                    }
-                    Outcome::Skip(reason) => {
-                        skipped += 1;
-                        println!("SKIP  {name}  ({reason})");
-                    }
-                    Outcome::Fail(problems) => {
-                        failed += 1;
-                        println!("FAIL  {name}");
-                        for problem in problems {
-                            for line in problem.lines() {
-                                println!("        {line}");
-                            }
-                        }
-                    }
-                }
+                tally.record(name, outcome);
                 printed += 1;
             }
         }
@@ -202,12 +178,7 @@ pub fn run(filter: Option<&str>) -> Result<(), String> {
         rows.len(),
         started.elapsed().as_secs_f64()
     );
-    println!("{passed} passed, {failed} failed, {skipped} skipped");
-    if failed == 0 {
-        Ok(())
-    } else {
-        Err(format!("{failed} matrix rows failed"))
-    }
+    Ok(())
 }
 
 /// A started answerer.
@@ -225,7 +196,7 @@ enum Running {
 /// Runs one row and checks everything it names.
 fn play(row: &Row, env: &Env) -> Outcome {
     match try_play(row, env) {
-        Ok(problems) if problems.is_empty() => Outcome::Pass,
+        Ok(problems) if problems.is_empty() => Outcome::Pass(None),
         Ok(problems) => Outcome::Fail(problems),
         Err(error) => Outcome::Fail(vec![error]),
     }
@@ -520,22 +491,4 @@ fn check_server(row: &Row, server: &Output, waited: bool, problems: &mut Vec<Str
             problems.push(format!("server stderr: expected a line {expected}"));
         }
     }
-}
-
-/// `lines` under a heading, indented, long lines and long outputs shortened.
-fn indent(heading: &str, lines: &[String]) -> String {
-    const MAX_LINES: usize = 12;
-    if lines.is_empty() {
-        return format!("{heading}: (empty)");
-    }
-    let mut text = format!("{heading}:");
-    let skip = lines.len().saturating_sub(MAX_LINES);
-    if skip > 0 {
-        text.push_str(&format!("\n  … {skip} earlier lines"));
-    }
-    for line in lines.iter().skip(skip) {
-        text.push_str("\n  | ");
-        text.push_str(&abbreviate(line, 160));
-    }
-    text
 }

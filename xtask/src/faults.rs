@@ -1,0 +1,615 @@
+//! The faults stage of `cargo xtask test`: UDP's failure modes injected, and what udptalk must
+//! do under each checked.
+//!
+//! Each fault is a row with a name that says the fault and the outcome checked; [`run`] plays
+//! them one after another (the flood would disturb the timings of the others) and prints one
+//! `PASS`, `FAIL` or `SKIP` line each into the [`Tally`] that the matrix also counts into.
+//!
+//! - **lossy proxy** ([`lossy`]): a proxy between the JSON client and the server drops,
+//!   duplicates, delays and reorders a fixed pattern of datagrams both ways; every answer must
+//!   be printed once and every request counted once.
+//! - **closed port**: refused at once despite a 30 s timeout.
+//! - **silent peer**: exactly 1 + N attempts, exit 3, not before the backoff schedule allows.
+//! - **flood** ([`flood`]): 100,000 hostile datagrams; the server still answers, its books
+//!   balance against the kernel's, its memory stays small, it does not panic.
+//! - **wildcard**: a server bound to `0.0.0.0` answers from the address it was asked on.
+//!
+//! All traffic stays on 127.0.0.0/8; every server binds port 0 and announces its port; every
+//! sending loop is bounded in count and time, and every wait has a deadline.
+
+mod flood;
+mod lossy;
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::Bins;
+use crate::peers::{self, Output, Server, indent};
+use crate::test::{Outcome, Tally};
+
+/// How long a server may take to end after SIGTERM: it looks at its stop flag at least every
+/// 250 ms.
+const STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The `--idle` of every server: a backstop, so that none outlives an interrupted run. Each row
+/// stops its server with SIGTERM long before.
+const BACKSTOP_IDLE: &str = "30s";
+
+/// The tutorial's request.
+const HELLO: &str = "Hello Server!!";
+
+/// The start of the count server's answer, `Access count: N`.
+const ACCESS_COUNT: &str = "Access count: ";
+
+/// The fields every `udptalk-server` summary starts with, in this order; more may follow.
+const SERVER_FIELDS: [&str; 8] = [
+    "received",
+    "counted",
+    "duplicates",
+    "malformed",
+    "rate-limited",
+    "busy",
+    "truncated",
+    "peers",
+];
+
+/// A fault: the row's name and the function that injects it and checks the outcome.
+type Fault = (&'static str, fn(&Bins) -> Result<Checks, String>);
+
+/// The rows, in the order they run.
+const FAULTS: [Fault; 5] = [
+    (
+        "faults lossy proxy (drop, duplicate, delay ≤1s, reorder, both ways): json client \
+         --retries 6 prints answers 1..=20 once each, server counts 20, cache answers the rest",
+        lossy::run,
+    ),
+    (
+        "faults closed port, json client --timeout 30s --retries 6: exit 4 in < 1s",
+        closed_port,
+    ),
+    (
+        "faults silent peer, json client --timeout 100ms --retries 3: exactly 4 datagrams, \
+         exit 3, after ≥ 1.5s",
+        silent_peer,
+    ),
+    (
+        "faults wildcard bind 0.0.0.0: a socket connected to 127.0.0.2 and the client \
+         --server 127.0.0.2 are answered from 127.0.0.2",
+        wildcard,
+    ),
+    (
+        "faults flood of 100,000 hostile datagrams from 8 sockets: answers after, sent = \
+         received + drops, R = C+D+M+L+B, VmHWM < 32 MiB, exit 0, no panic",
+        flood::run,
+    ),
+];
+
+/// Plays the faults (those whose name contains `filter`, if given), printing one line each into
+/// `tally`. Fails only when they cannot be played at all (a binary is missing).
+pub fn run(filter: Option<&str>, tally: &mut Tally) -> Result<(), String> {
+    let bins = Bins::locate()?;
+    let started = Instant::now();
+    let mut played = 0;
+    for (name, fault) in FAULTS {
+        if filter.is_some_and(|filter| !name.contains(filter)) {
+            continue;
+        }
+        played += 1;
+        let outcome = if cfg!(target_os = "linux") {
+            match fault(&bins) {
+                Ok(checks) => checks.outcome(),
+                Err(error) => Outcome::Fail(vec![error]),
+            }
+        } else {
+            Outcome::Skip("the faults read /proc, which only Linux has".to_owned())
+        };
+        tally.record(name, outcome);
+    }
+    println!(
+        "faults: {played} rows in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// What a row found: the problems (none: it passed), the figures it shows either way, and the
+/// context printed under a failure (the programs' output).
+#[derive(Default)]
+pub struct Checks {
+    problems: Vec<String>,
+    figures: Vec<String>,
+    context: Vec<String>,
+}
+
+impl Checks {
+    /// Records `problem` unless `ok`.
+    fn check(&mut self, ok: bool, problem: impl FnOnce() -> String) {
+        if !ok {
+            self.problems.push(problem());
+        }
+    }
+
+    /// Records a problem.
+    fn fail(&mut self, problem: impl Into<String>) {
+        self.problems.push(problem.into());
+    }
+
+    /// Records a figure for the row's line.
+    fn figure(&mut self, figure: impl Into<String>) {
+        self.figures.push(figure.into());
+    }
+
+    /// Records what a program printed, shown only if the row fails.
+    fn output(&mut self, who: &str, output: &Output) {
+        self.context
+            .push(format!("{who}: {}", output.describe_end()));
+        self.context
+            .push(indent(&format!("{who} stdout"), &output.stdout_lines()));
+        self.context
+            .push(indent(&format!("{who} stderr"), &output.stderr_lines()));
+    }
+
+    fn outcome(self) -> Outcome {
+        let figures = (!self.figures.is_empty()).then(|| self.figures.join(", "));
+        if self.problems.is_empty() {
+            return Outcome::Pass(figures);
+        }
+        let mut problems = self.problems;
+        if let Some(figures) = figures {
+            problems.push(format!("figures: {figures}"));
+        }
+        problems.extend(self.context);
+        Outcome::Fail(problems)
+    }
+}
+
+/// A `summary: name value, name value, …` line of the server or the client, field by field.
+pub struct Summary {
+    line: String,
+    fields: Vec<(String, String)>,
+}
+
+impl Summary {
+    /// The last summary line in `lines`, if any.
+    fn find(lines: &[String]) -> Option<Summary> {
+        let line = lines
+            .iter()
+            .rev()
+            .find(|line| line.starts_with("summary: "))?;
+        let fields = line
+            .trim_start_matches("summary: ")
+            .split(", ")
+            .map(|field| {
+                // The name is the words before the first one that starts with a figure:
+                // `duplicates dropped 3`, `sent 3 (4 datagrams)`, `peers ≥65,536`.
+                let at = field
+                    .char_indices()
+                    .find(|&(i, c)| {
+                        (c.is_ascii_digit() || c == '≥') && (i == 0 || field[..i].ends_with(' '))
+                    })
+                    .map_or(field.len(), |(i, _)| i);
+                let (name, value) = field.split_at(at);
+                (name.trim().to_owned(), value.trim().to_owned())
+            })
+            .collect();
+        Some(Summary {
+            line: line.clone(),
+            fields,
+        })
+    }
+
+    /// The figure of field `name` (`1,234` reads 1234); `None` when the field is missing or
+    /// is not an exact figure (`≥65,536`).
+    fn get(&self, name: &str) -> Option<u64> {
+        let (_, value) = self.fields.iter().find(|(field, _)| field == name)?;
+        let digits: String = value
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == ',')
+            .filter(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    }
+
+    /// The field's figure, or a problem naming the field and the line.
+    fn need(&self, name: &str) -> Result<u64, String> {
+        self.get(name)
+            .ok_or_else(|| format!("summary has no figure `{name}`: {:?}", self.line))
+    }
+
+    /// Checks that the server's summary starts with [`SERVER_FIELDS`] in order, each with a
+    /// figure, and that its books balance: received = counted + duplicates + malformed +
+    /// rate-limited + busy.
+    fn check_server_books(&self, checks: &mut Checks) {
+        let names: Vec<&str> = self.fields.iter().map(|(name, _)| name.as_str()).collect();
+        if names.get(..SERVER_FIELDS.len()) != Some(&SERVER_FIELDS[..]) {
+            checks.fail(format!(
+                "server summary is not of the form `summary: received R, counted C, duplicates \
+                 D, malformed M, rate-limited L, busy B, truncated T, peers P[, …]`: {:?}",
+                self.line
+            ));
+            return;
+        }
+        let figure = |name| self.get(name).unwrap_or(0);
+        let parts = ["counted", "duplicates", "malformed", "rate-limited", "busy"];
+        let sum: u64 = parts.into_iter().map(figure).sum();
+        let received = figure("received");
+        checks.check(received == sum, || {
+            format!(
+                "server's books do not balance: received {received} ≠ counted + duplicates + \
+                 malformed + rate-limited + busy = {sum}: {:?}",
+                self.line
+            )
+        });
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.line)
+    }
+}
+
+/// `udptalk-server --bind BIND --quiet --idle 30s ARGS…`, started and announced. Log lines
+/// before the announce line are let through, so that the row still tests the server, and
+/// recorded as a problem: the announce line must come first.
+fn start_server(
+    bins: &Bins,
+    bind: &str,
+    args: &[&str],
+    checks: &mut Checks,
+) -> Result<Server, String> {
+    let mut full = vec!["--bind", bind, "--quiet", "--idle", BACKSTOP_IDLE];
+    full.extend_from_slice(args);
+    let server = Server::spawn_after_logs(&bins.server, full, 5)?;
+    checks.check(server.early.is_empty(), || {
+        format!(
+            "`{}`: the first stderr line must be `listening on udp ADDR`; before it came {:?}",
+            server.shown, server.early
+        )
+    });
+    Ok(server)
+}
+
+/// Stops `server` with SIGTERM and checks that it exits 0 without a panic; returns its summary.
+fn stop_server(server: Server, checks: &mut Checks) -> Result<Option<Summary>, String> {
+    let output = server.terminate(STOP_DEADLINE)?;
+    checks.check(output.code() == Some(0), || {
+        format!(
+            "server after SIGTERM: expected exit 0, got {}",
+            output.describe_end()
+        )
+    });
+    let stderr = output.stderr_lines();
+    checks.check(!stderr.iter().any(|line| line.contains("panicked")), || {
+        "server panicked (`panicked` on its stderr)".to_owned()
+    });
+    let summary = Summary::find(&stderr);
+    checks.check(summary.is_some(), || {
+        "server printed no `summary: …` line at exit".to_owned()
+    });
+    checks.output("server", &output);
+    Ok(summary)
+}
+
+/// `udptalk-client --server ADDR ARGS… -- MESSAGES…`, run to its end, killed after `deadline`.
+fn run_client(
+    bins: &Bins,
+    server: SocketAddr,
+    args: &[&str],
+    messages: &[String],
+    deadline: Duration,
+) -> Result<Output, String> {
+    let mut command = Command::new(&bins.client);
+    command
+        .arg("--server")
+        .arg(server.to_string())
+        .args(args)
+        .arg("--")
+        .args(messages);
+    peers::run(command, None, deadline)
+}
+
+/// Checks that the client ended by itself with `code`.
+fn check_exit(client: &Output, code: i32, checks: &mut Checks) {
+    checks.check(client.code() == Some(code), || {
+        format!(
+            "client: expected exit {code}, got {}",
+            client.describe_end()
+        )
+    });
+}
+
+/// A socket's line of `/proc/net/udp`: its queues and the datagrams the kernel dropped for it.
+#[derive(Debug, Clone, Copy)]
+struct SocketStats {
+    /// Bytes waiting to be read.
+    rx_queue: u64,
+    /// Datagrams dropped for this socket (receive buffer full, and the like).
+    drops: u64,
+}
+
+/// The `/proc/net/udp` line of the one IPv4 socket bound to local port `port`. Columns:
+/// `sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+/// ref pointer drops`, addresses as `HEXADDR:HEXPORT`.
+fn socket_stats(port: u16) -> Result<SocketStats, String> {
+    let table = std::fs::read_to_string("/proc/net/udp")
+        .map_err(|e| format!("cannot read /proc/net/udp: {e}"))?;
+    let wanted = format!("{port:04X}");
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|columns| {
+            columns
+                .get(1)
+                .and_then(|local| local.rsplit(':').next())
+                .is_some_and(|hex| hex.eq_ignore_ascii_case(&wanted))
+        })
+        .collect();
+    let [columns] = rows.as_slice() else {
+        return Err(format!(
+            "/proc/net/udp has {} sockets on local port {port} ({wanted}), expected 1",
+            rows.len()
+        ));
+    };
+    let hex = |text: Option<&&str>| text.and_then(|text| u64::from_str_radix(text, 16).ok());
+    let rx_queue = hex(columns
+        .get(4)
+        .and_then(|queues| queues.split(':').nth(1))
+        .as_ref());
+    let drops = columns.last().and_then(|drops| drops.parse().ok());
+    match (rx_queue, drops) {
+        (Some(rx_queue), Some(drops)) => Ok(SocketStats { rx_queue, drops }),
+        _ => Err(format!(
+            "cannot read rx_queue and drops in /proc/net/udp's line {:?}",
+            columns.join(" ")
+        )),
+    }
+}
+
+/// Waits until the socket on `port` has nothing left to read (the server has received every
+/// datagram the kernel kept), at most `timeout`; returns its stats then.
+fn wait_drained(port: u16, timeout: Duration) -> Result<SocketStats, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let stats = socket_stats(port)?;
+        if stats.rx_queue == 0 {
+            return Ok(stats);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the server left {} bytes unread on port {port} for {:.1}s",
+                stats.rx_queue,
+                timeout.as_secs_f64()
+            ));
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The process's peak resident set (`VmHWM` in `/proc/PID/status`), in KiB.
+fn peak_rss_kib(pid: u32) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("{path} has no readable VmHWM line"))
+}
+
+/// The JSON envelope of a request, as the client sends it.
+fn json_request(id: u64, body: &str) -> String {
+    format!(r#"{{"v":1,"id":{id},"kind":"request","body":"{body}","ack":{id}}}"#)
+}
+
+/// The number in `"id":N` of a JSON envelope (the first `"id"` member: the client and the
+/// server both put it before the body).
+fn envelope_id(datagram: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(datagram).ok()?;
+    let (_, rest) = text.split_once(r#""id":"#)?;
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// The `N` of an `Access count: N` answer.
+fn access_count(text: &str) -> Option<u64> {
+    text.strip_prefix(ACCESS_COUNT)?.parse().ok()
+}
+
+/// Nothing listens: the kernel answers "port unreachable", and the client must say so at once
+/// (exit 4), not after its 30 s timeout and six resends.
+fn closed_port(bins: &Bins) -> Result<Checks, String> {
+    let mut checks = Checks::default();
+    let port = peers::free_port(Ipv4Addr::LOCALHOST.into())?;
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let client = run_client(
+        bins,
+        addr,
+        &["--encoding", "json", "--timeout", "30s", "--retries", "6"],
+        &[HELLO.to_owned()],
+        Duration::from_secs(5),
+    )?;
+    check_exit(&client, 4, &mut checks);
+    let limit = Duration::from_secs(1);
+    checks.check(client.elapsed < limit, || {
+        format!(
+            "client took {:.3}s to report the refusal, expected < 1s",
+            client.elapsed.as_secs_f64()
+        )
+    });
+    checks.figure(format!(
+        "{} after {:.0} ms (process start included)",
+        client.describe_end(),
+        client.elapsed.as_secs_f64() * 1e3
+    ));
+    checks.output("client", &client);
+    Ok(checks)
+}
+
+/// A peer that reads and never answers: the client must make exactly 1 + 3 attempts with the
+/// same id, wait the whole schedule (100 + 200 + 400 + 800 ms, jitter only adds) and exit 3.
+fn silent_peer(bins: &Bins) -> Result<Checks, String> {
+    const RETRIES: u32 = 3;
+    let mut checks = Checks::default();
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|socket| {
+            socket.set_read_timeout(Some(Duration::from_millis(20)))?;
+            Ok(socket)
+        })
+        .map_err(|e| format!("cannot bind the silent peer on 127.0.0.1 port 0: {e}"))?;
+    let addr = socket.local_addr().map_err(|e| e.to_string())?;
+
+    // The peer counts what it receives, and stops when told to or after 30 s at the latest.
+    let stop = Arc::new(AtomicBool::new(false));
+    let peer = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let started = Instant::now();
+            let mut datagrams = Vec::new();
+            let mut buf = vec![0; 65_536];
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(30) {
+                if let Ok(len) = socket.recv(&mut buf) {
+                    datagrams.push(buf.get(..len).unwrap_or_default().to_vec());
+                }
+            }
+            datagrams
+        })
+    };
+    let retries = RETRIES.to_string();
+    let client = run_client(
+        bins,
+        addr,
+        &[
+            "--encoding",
+            "json",
+            "--timeout",
+            "100ms",
+            "--retries",
+            &retries,
+        ],
+        &[HELLO.to_owned()],
+        Duration::from_secs(20),
+    );
+    // Any resend made after the client's last wait would already be in the socket.
+    thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    let datagrams = peer
+        .join()
+        .map_err(|_| "the silent peer's thread panicked".to_owned())?;
+    let client = client?;
+
+    check_exit(&client, 3, &mut checks);
+    let attempts = RETRIES as usize + 1;
+    checks.check(datagrams.len() == attempts, || {
+        format!(
+            "the silent peer received {} datagrams, expected exactly 1 + {RETRIES}",
+            datagrams.len()
+        )
+    });
+    let ids: Vec<Option<u64>> = datagrams.iter().map(|d| envelope_id(d)).collect();
+    checks.check(
+        ids.first().is_some_and(Option::is_some) && ids.windows(2).all(|w| w[0] == w[1]),
+        || format!("every attempt must repeat the first one's id, got ids {ids:?}"),
+    );
+    let minimum: Duration = (0..RETRIES + 1)
+        .map(|attempt| Duration::from_millis(100) * 2u32.pow(attempt.min(3)))
+        .sum();
+    let elapsed = client.elapsed;
+    checks.check(elapsed >= minimum && elapsed < minimum * 10, || {
+        format!(
+            "client gave up after {:.3}s, expected ≥ {:.1}s (the schedule's waits without \
+             jitter) and < {:.0}s",
+            elapsed.as_secs_f64(),
+            minimum.as_secs_f64(),
+            (minimum * 10).as_secs_f64()
+        )
+    });
+    match Summary::find(&client.stderr_lines()) {
+        Some(summary) => {
+            let datagrams = summary.fields.iter().find(|(name, _)| name == "sent");
+            checks.check(
+                datagrams.is_some_and(|(_, value)| value.contains(&format!("({attempts} "))),
+                || format!("client summary must say `sent 1 ({attempts} datagrams)`: {summary}"),
+            );
+            checks.check(summary.get("lost") == Some(1), || {
+                format!("client summary must say `lost 1`: {summary}")
+            });
+        }
+        None => checks.fail("client printed no `summary: …` line, though a message was lost"),
+    }
+    checks.figure(format!(
+        "{} datagrams, {}, after {:.2}s (minimum {:.1}s)",
+        datagrams.len(),
+        client.describe_end(),
+        elapsed.as_secs_f64(),
+        minimum.as_secs_f64()
+    ));
+    checks.output("client", &client);
+    Ok(checks)
+}
+
+/// A server bound to the wildcard must answer from the address the request went to: a socket
+/// connected to 127.0.0.2 drops datagrams from any other address, so an answer proves it.
+fn wildcard(bins: &Bins) -> Result<Checks, String> {
+    let mut checks = Checks::default();
+    let server = start_server(bins, "0.0.0.0:0", &[], &mut checks)?;
+    checks.check(server.addr.ip() == Ipv4Addr::UNSPECIFIED, || {
+        format!(
+            "server announced {:?}, expected 0.0.0.0:PORT",
+            server.announce
+        )
+    });
+    let to = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), server.addr.port()));
+
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|socket| {
+            socket.connect(to)?;
+            socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+            socket.send(HELLO.as_bytes())?;
+            Ok(socket)
+        })
+        .map_err(|e| format!("cannot send from 127.0.0.1 to {to}: {e}"))?;
+    let mut buf = vec![0; 65_536];
+    match socket.recv(&mut buf) {
+        Ok(len) => {
+            let reply = String::from_utf8_lossy(buf.get(..len).unwrap_or_default()).into_owned();
+            checks.check(reply == "Access count: 1", || {
+                format!("socket connected to {to}: expected `Access count: 1`, got {reply:?}")
+            });
+        }
+        Err(e) => checks.fail(format!(
+            "socket connected to {to}: no answer from {to} within 2s ({e}): the server did not \
+             answer from the address it was asked on"
+        )),
+    }
+
+    let client = run_client(
+        bins,
+        to,
+        &["--timeout", "2s"],
+        &[HELLO.to_owned()],
+        Duration::from_secs(10),
+    )?;
+    check_exit(&client, 0, &mut checks);
+    let expected = "Server message: Access count: 2".to_owned();
+    checks.check(client.stdout_lines().contains(&expected), || {
+        format!("client --server {to}: expected a line {expected:?}")
+    });
+    checks.output("client", &client);
+
+    if let Some(summary) = stop_server(server, &mut checks)? {
+        checks.check(summary.get("counted") == Some(2), || {
+            format!("server summary must say `counted 2`: {summary}")
+        });
+    }
+    Ok(checks)
+}
