@@ -45,5 +45,17 @@ pub fn run(config: Config, stop: &AtomicBool) -> Result<Summary, Error> {
     let _ = writeln!(stderr, "listening on udp {}", server.local_addr());
     let _ = stderr.flush();
     drop(stderr);
+    let config = server.config();
+    if !config.bind.ip().to_canonical().is_loopback() {
+        log::warn!(
+            "bound to {}, which is reachable from the network, not only from this machine; \
+             each source is limited to {}",
+            config.bind,
+            match config.rate_limit {
+                Some(rate) => format!("{}/s", rate.per_second),
+                None => "no rate (--rate-limit 0) but 3× the bytes it sends".to_owned(),
+            }
+        );
+    }
     server.run(stop)
 }

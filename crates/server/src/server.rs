@@ -94,18 +94,16 @@ impl Server {
     pub fn bind(config: Config) -> Result<Server, Error> {
         let socket =
             ServerSocket::bind(config.bind).map_err(|e| Error::from_bind(config.bind, e))?;
-        let local = socket.local_addr().ok();
-        if local.is_some_and(|addr| !addr.ip().is_loopback()) {
-            log::warn!(
-                "bound to {}, which is reachable from the network, not only from this machine",
-                config.bind
-            );
-        }
         Ok(Server {
             socket,
             buf: vec![0; RECV_BUFFER],
             responder: Responder::new(config),
         })
+    }
+
+    /// The configuration it serves by.
+    pub fn config(&self) -> &Config {
+        self.responder.config()
     }
 
     /// The address really bound (with the port the system chose for port 0).
