@@ -176,3 +176,19 @@ impl Server {
         Ok(self.responder.into_summary())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peer_tally_saturates_in_the_summary() {
+        let mut summary = Summary {
+            peers: 65_535,
+            ..Summary::default()
+        };
+        assert!(summary.to_string().ends_with("peers 65535"));
+        summary.peers = PEER_TALLY_CAP as u64;
+        assert!(summary.to_string().ends_with("peers ≥65,536"));
+    }
+}
