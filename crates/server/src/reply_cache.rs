@@ -71,8 +71,9 @@ pub enum Lookup {
 /// A client resends a request (same peer, same id) until it gets an answer or
 /// [`RETRY_WINDOW`] has passed since the first send. The server must count each request once and
 /// give every resend the same answer, so it remembers, per (peer, id), the access number it
-/// answered with and when. That is all it keeps: the reply's text is rebuilt from the number,
-/// and hello and echo answers need no entry at all.
+/// answered with and when. That is all it keeps: the reply's text is rebuilt from the number
+/// (hello and echo answers are the same every time; the entry is still kept, so that a resend
+/// is never counted twice in the server's books).
 ///
 /// A cache that simply kept every answer for the whole window would fill at `entries / window`
 /// requests per second (about 2,000 a second with the defaults) and then have to refuse work.

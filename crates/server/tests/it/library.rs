@@ -216,29 +216,22 @@ fn hello_mode_over_ipv6() -> Result {
 /// a client connected to 127.0.0.2 (or a host's second address) accepts the answer.
 #[test]
 fn wildcard_server_answers_from_the_address_asked() -> Result {
-    let config = Config::new("0.0.0.0:0".parse()?);
-    let server = Server::bind(Config {
-        quiet: true,
-        ..config
-    })?;
-    let port = server.local_addr().port();
-    let stop = AtomicBool::new(false);
-    thread::scope(|scope| {
-        let running = scope.spawn(|| server.run(&stop));
-        let talked = (|| -> Result {
+    let summary = with_server(
+        "0.0.0.0",
+        |_| {},
+        |addr| {
             let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
             client.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-            client.connect(("127.0.0.2", port))?;
+            client.connect(("127.0.0.2", addr.port()))?;
             client.send(b"Hello Server!!")?;
             let mut buf = [0; 64];
             let len = client.recv(&mut buf)?;
             assert_eq!(&buf[..len], b"Access count: 1");
             Ok(())
-        })();
-        stop.store(true, Ordering::Relaxed);
-        running.join().map_err(|_| "the server thread panicked")??;
-        talked
-    })
+        },
+    )?;
+    assert_eq!(summary.counted, 1);
+    Ok(())
 }
 
 fn request_acking(id: u64, ack: u64) -> Vec<u8> {
