@@ -38,6 +38,7 @@ pub enum Encoding {
 ///   4  no server is listening (the run ends at once)
 ///   2  bad usage, or a message over the UDP payload limit (nothing sent)
 ///   1  anything else (e.g. --encoding json and the reply is not an envelope)
+///   130  interrupted (Ctrl-C), after printing the summary
 #[derive(Debug, Parser)]
 #[command(name = "udptalk-client", version, verbatim_doc_comment)]
 pub struct Args {
@@ -50,7 +51,7 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", default_value = proto::DEFAULT_ADDR)]
     pub server: String,
 
-    /// How long to wait for each reply, e.g. 2s or 500ms
+    /// How long to wait for a reply before giving up or resending, e.g. 2s or 500ms
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub timeout: Duration,
 
