@@ -103,8 +103,16 @@ impl Client {
             .unwrap_or(proto::MAX_PAYLOAD_V4)
     }
 
-    /// Refuses a message that does not fit in one datagram.
-    pub fn check_size(&self, message: &[u8]) -> Result<(), Error> {
+    /// Refuses a message that cannot be sent as it is: longer than one datagram, or, in JSON
+    /// mode, not UTF-8 (a JSON string is text; changing the bytes would lose them silently).
+    pub fn check_message(&self, message: &[u8]) -> Result<(), Error> {
+        if self.config.encoding == Encoding::Json
+            && let Err(e) = std::str::from_utf8(message)
+        {
+            return Err(Error::NotText {
+                valid_up_to: e.valid_up_to(),
+            });
+        }
         let max = self.max_payload();
         let len = self.encode(message, self.next_id).len();
         if len > max {
@@ -118,7 +126,7 @@ impl Client {
             Encoding::Plain => message.to_vec(),
             Encoding::Json => Envelope::Request {
                 id,
-                // A JSON string is Unicode: bytes that are not UTF-8 travel as U+FFFD.
+                // `check_message` refuses bytes that are not UTF-8 before anything is sent.
                 body: String::from_utf8_lossy(message).into_owned(),
                 // One request at a time: the one being sent is the lowest still awaited.
                 ack: Some(id),
@@ -136,7 +144,7 @@ impl Client {
         message: &[u8],
         mut sent: impl FnMut() -> Result<(), Error>,
     ) -> Result<Exchange, Error> {
-        self.check_size(message)?;
+        self.check_message(message)?;
         let id = self.next_id;
         self.next_id = id.next();
         let datagram = self.encode(message, id);

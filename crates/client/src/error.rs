@@ -22,6 +22,11 @@ pub enum Error {
         /// The largest payload towards the server.
         max: usize,
     },
+    /// Occurs when a message for a JSON envelope is not UTF-8 text.
+    NotText {
+        /// Offset of the first byte that is not UTF-8.
+        valid_up_to: usize,
+    },
     /// Occurs when a line of input is over the UDP payload limit.
     LineTooLarge {
         /// The line's number, from 1.
@@ -80,6 +85,7 @@ impl Error {
         match self {
             Error::BadServer { .. }
             | Error::MessageTooLarge { .. }
+            | Error::NotText { .. }
             | Error::LineTooLarge { .. } => 2,
             Error::Refused { .. } => 4,
             Error::NoReply { .. } | Error::Deadline { .. } => 3,
@@ -103,6 +109,11 @@ impl fmt::Display for Error {
                 f,
                 "a message of {len} bytes is over the UDP payload limit of {max} bytes towards \
                  this server; nothing was sent: split it into shorter messages"
+            ),
+            Error::NotText { valid_up_to } => write!(
+                f,
+                "a message is not UTF-8 text (first bad byte at offset {valid_up_to}), and a JSON \
+                 envelope carries text; nothing more was sent: send it with --encoding plain"
             ),
             Error::LineTooLarge { number, max } => write!(
                 f,

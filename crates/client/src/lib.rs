@@ -80,10 +80,10 @@ pub fn run_with(
     let mut client = Client::connect(config)?;
     match input {
         Input::Messages(messages) => {
-            // Refuse an oversized message before anything is sent, so a run is never half done
-            // because of a usage error.
+            // Refuse a message that cannot be sent before anything is sent, so a run is never
+            // half done because of a usage error.
             for message in &messages {
-                client.check_size(message.as_bytes())?;
+                client.check_message(message.as_bytes())?;
             }
             for message in &messages {
                 exchange(

@@ -293,3 +293,25 @@ fn ctrl_c_prints_the_summary_and_exits_130() -> Result {
     );
     Ok(())
 }
+
+/// A JSON envelope carries text: bytes that are not UTF-8 are refused, never changed.
+#[test]
+fn json_mode_refuses_bytes_that_are_not_text() -> Result {
+    let (addr, peer) = peer("127.0.0.1", 1, |_, _, _| Ok(()))?;
+    let out = client(
+        &["--server", &addr.to_string(), "--encoding", "json"],
+        Some(b"caf\xe9\n"),
+    )?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("not UTF-8 text (first bad byte at offset 3)"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("--encoding plain"));
+    assert!(
+        peer.join().map_err(|_| "peer panicked")?.is_empty(),
+        "nothing was sent"
+    );
+    Ok(())
+}
