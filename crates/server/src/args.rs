@@ -37,7 +37,9 @@ pub enum Encoding {
 /// The first line on stderr is `listening on udp ADDR`, with the address really bound (so
 /// `--bind 127.0.0.1:0` picks a free port and tells it). Per datagram it prints the tutorial's
 /// lines on stdout; bytes that are not UTF-8 and control characters are shown escaped (\xff, \x1b).
-/// Ctrl-C or SIGTERM prints a summary on stderr and exits 0.
+/// A JSON request that repeats an id already answered (a resend) gets the same answer and is
+/// not counted again (docs/PROTOCOL.md). Ctrl-C or SIGTERM prints a summary on stderr
+/// (received = counted + duplicates + malformed + rate-limited + busy) and exits 0.
 ///
 /// Exit codes: 0 stopped normally (signal, --idle, --once); 1 could not serve (e.g. the address
 /// is in use); 2 bad usage.

@@ -174,3 +174,15 @@ fn bad_usage_exits_2_with_a_hint() -> Result {
     assert!(String::from_utf8(output.stderr)?.contains("write e.g. 127.0.0.1:50000 or [::1]:0"));
     Ok(())
 }
+
+/// `--help` is what users read first: a snapshot, so that a change to it is a reviewed change
+/// (`UPDATE_EXPECT=1 cargo test` refreshes it).
+#[test]
+fn help_says_what_the_server_does() -> Result {
+    let output = Command::new(env!("CARGO_BIN_EXE_udptalk-server"))
+        .arg("--help")
+        .output()?;
+    assert_eq!(output.status.code(), Some(0));
+    expect_test::expect_file!["help.txt"].assert_eq(&String::from_utf8(output.stdout)?);
+    Ok(())
+}

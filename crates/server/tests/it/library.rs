@@ -194,8 +194,7 @@ fn cuts_to_the_buffer_and_counts_the_cut() -> Result {
 
 #[test]
 fn hello_mode_over_ipv6() -> Result {
-    if !has_ipv6() {
-        eprintln!("skipped: this machine cannot bind [::1]");
+    if !has_ipv6()? {
         return Ok(());
     }
     with_server(
