@@ -32,10 +32,14 @@ fn with_server(
 }
 
 fn request(id: u64, body: &str) -> Vec<u8> {
+    request_with(id, body, None)
+}
+
+fn request_with(id: u64, body: &str, ack: Option<Id>) -> Vec<u8> {
     Envelope::Request {
         id: Id::new(id).unwrap_or(Id::MIN),
         body: body.into(),
-        ack: None,
+        ack,
     }
     .encode_to_vec()
 }
@@ -233,13 +237,9 @@ fn wildcard_server_answers_from_the_address_asked() -> Result {
     Ok(())
 }
 
+/// A request that acknowledges every id before `ack`.
 fn request_acking(id: u64, ack: u64) -> Vec<u8> {
-    Envelope::Request {
-        id: Id::new(id).unwrap_or(Id::MIN),
-        body: "again".into(),
-        ack: Id::new(ack),
-    }
-    .encode_to_vec()
+    request_with(id, "again", Id::new(ack))
 }
 
 /// At most once: a resend gets the same answer and is not counted again; a copy of a request
