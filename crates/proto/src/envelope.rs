@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::text::printable;
 use crate::{
     ENVELOPE_VERSION, MAX_ID, MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, UNFRAGMENTED_V4, UNFRAGMENTED_V6,
 };
@@ -149,7 +150,8 @@ pub enum Envelope {
         /// The message text.
         body: String,
         /// The lowest id the sender still awaits an answer for: it will never resend an id
-        /// before this one, so the server may forget them (see docs/PROTOCOL.md).
+        /// before this one, so the server may forget them (see docs/PROTOCOL.md). Never after
+        /// `id` (the sender still awaits `id`): a decoder refuses such a request with `bad_id`.
         ack: Option<Id>,
     },
     /// The server's answer to the request with the same `id`.
@@ -343,10 +345,22 @@ pub enum DecodeError {
         /// The `kind` found, as JSON, or `missing`.
         found: String,
     },
-    /// Occurs when `id` is missing where the kind needs one, or is not an integer in `1..=MAX_ID`.
+    /// Occurs when `id` is missing where the kind needs one, or `id` or `ack` is not an integer
+    /// in `1..=MAX_ID`.
     BadId {
-        /// The `id` found, as JSON, or `missing`.
+        /// Which member: `id` or `ack`.
+        member: &'static str,
+        /// The value found, as JSON (escaped with [`Printable`](crate::text::Printable)), or
+        /// `missing`.
         found: String,
+    },
+    /// Occurs when a request's `ack` comes after its own `id` (in sequence-number order): `ack`
+    /// is the lowest id its sender still awaits, and the sender still awaits this one.
+    AckAfterId {
+        /// The request's id.
+        id: Id,
+        /// Its `ack`.
+        ack: Id,
     },
     /// Occurs when a member the kind needs is missing or is not a string.
     MissingField {
@@ -372,7 +386,7 @@ impl DecodeError {
             DecodeError::NotJson { .. } => ErrorCode::BadJson,
             DecodeError::BadVersion { .. } => ErrorCode::BadVersion,
             DecodeError::UnknownKind { .. } => ErrorCode::UnknownKind,
-            DecodeError::BadId { .. } => ErrorCode::BadId,
+            DecodeError::BadId { .. } | DecodeError::AckAfterId { .. } => ErrorCode::BadId,
             DecodeError::MissingField { .. } => ErrorCode::MissingField,
             DecodeError::TooLarge { .. } => ErrorCode::TooLarge,
         }
@@ -399,9 +413,14 @@ impl fmt::Display for DecodeError {
                 f,
                 "envelope kind {found} is unknown; use \"request\", \"reply\" or \"error\""
             ),
-            DecodeError::BadId { found } => write!(
+            DecodeError::BadId { member, found } => write!(
                 f,
-                "envelope id {found} is not an integer from 1 to {MAX_ID}; send such an id"
+                "envelope {member} {found} is not an integer from 1 to {MAX_ID}; send such an {member}"
+            ),
+            DecodeError::AckAfterId { id, ack } => write!(
+                f,
+                "request {id} carries ack {ack}, which comes after its own id; ack is the lowest \
+                 id the sender still awaits, so send an ack no later than the id"
             ),
             DecodeError::MissingField { kind, field } => write!(
                 f,
@@ -421,15 +440,17 @@ impl std::error::Error for DecodeError {}
 /// Longest quotation of a datagram's value in an error message.
 const QUOTE_MAX: usize = 40;
 
-/// A member's value as JSON, cut to [`QUOTE_MAX`] characters, or `missing`.
+/// A member's value as JSON, cut to [`QUOTE_MAX`] characters and escaped as
+/// [`Printable`](crate::text::Printable) escapes a peer's text (JSON leaves C1 controls, DEL and
+/// format characters such as U+202E as they are), or `missing`.
 fn quote(value: Option<&Value>) -> String {
     let Some(value) = value else {
         return "missing".to_owned();
     };
     let text = value.to_string();
     match text.char_indices().nth(QUOTE_MAX) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
+        Some((cut, _)) => format!("{}…", printable(&text[..cut])),
+        None => printable(&text),
     }
 }
 
@@ -459,11 +480,12 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
-fn parse_id(value: Option<&Value>) -> Result<Id, DecodeError> {
+fn parse_id(member: &'static str, value: Option<&Value>) -> Result<Id, DecodeError> {
     value
         .and_then(Value::as_u64)
         .and_then(Id::new)
         .ok_or_else(|| DecodeError::BadId {
+            member,
             found: quote(value),
         })
 }
@@ -483,7 +505,7 @@ fn string_member(
 /// a refusal can name it), then size, version, kind and the kind's members.
 fn validate(object: &Map<String, Value>, len: usize, limit: usize) -> Result<Envelope, Rejection> {
     let id_value = object.get("id");
-    let id = parse_id(id_value);
+    let id = parse_id("id", id_value);
     let known_id = id.as_ref().ok().copied();
     let reject = |error| Rejection {
         id: known_id,
@@ -501,18 +523,20 @@ fn validate(object: &Map<String, Value>, len: usize, limit: usize) -> Result<Env
     }
     let kind = object.get("kind");
     match kind.and_then(Value::as_str) {
-        Some("request") => Ok(Envelope::Request {
-            id: id.map_err(reject)?,
-            body: string_member(object, "request", "body").map_err(reject)?,
-            ack: match object.get("ack") {
+        Some("request") => {
+            let id = id.map_err(reject)?;
+            let body = string_member(object, "request", "body").map_err(reject)?;
+            let ack = match object.get("ack") {
                 None | Some(Value::Null) => None,
-                ack => Some(parse_id(ack).map_err(|_| {
-                    reject(DecodeError::BadId {
-                        found: format!("ack {}", quote(ack)),
-                    })
-                })?),
-            },
-        }),
+                ack => Some(parse_id("ack", ack).map_err(reject)?),
+            };
+            if let Some(ack) = ack
+                && id.precedes(ack)
+            {
+                return Err(reject(DecodeError::AckAfterId { id, ack }));
+            }
+            Ok(Envelope::Request { id, body, ack })
+        }
         Some("reply") => Ok(Envelope::Reply {
             id: id.map_err(reject)?,
             body: string_member(object, "reply", "body").map_err(reject)?,
@@ -629,6 +653,16 @@ mod tests {
                 None,
             ),
             (
+                br#"{"v":1,"id":3,"kind":"request","body":"","ack":0}"#,
+                ErrorCode::BadId,
+                Some(3),
+            ),
+            (
+                br#"{"v":1,"id":3,"kind":"request","body":"","ack":4}"#,
+                ErrorCode::BadId,
+                Some(3),
+            ),
+            (
                 br#"{"v":1,"id":3,"kind":"request"}"#,
                 ErrorCode::MissingField,
                 Some(3),
@@ -686,6 +720,29 @@ mod tests {
                 message: "m".into()
             })
         );
+    }
+
+    #[test]
+    fn an_ack_may_equal_or_precede_its_id_across_the_wrap() {
+        for (id, ack) in [(3, 3), (3, 1), (1, crate::MAX_ID)] {
+            let bytes = format!(r#"{{"v":1,"id":{id},"kind":"request","body":"","ack":{ack}}}"#);
+            assert!(Envelope::decode(bytes.as_bytes(), BIG).is_ok(), "{bytes}");
+        }
+        let after = Envelope::decode(
+            br#"{"v":1,"id":10,"kind":"request","body":"","ack":12}"#,
+            BIG,
+        )
+        .unwrap_err();
+        expect![[r#"bad_id: request 10 carries ack 12, which comes after its own id; ack is the lowest id the sender still awaits, so send an ack no later than the id"#]]
+            .assert_eq(&after.to_string());
+    }
+
+    #[test]
+    fn quoted_values_are_escaped() {
+        let hostile = "{\"v\":\"\u{9b}2J\u{7f}\u{202e}\",\"id\":1}";
+        let rejection = Envelope::decode(hostile.as_bytes(), BIG).unwrap_err();
+        expect![[r#"envelope version "\u{9b}2J\x7f\u{202e}" is not supported; send "v":1"#]]
+            .assert_eq(&rejection.error.to_string());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Property tests of the envelope contract: every envelope round-trips, and no input panics.
 
 use proptest::prelude::*;
+use proto::text::Printable;
 use proto::{Datagram, Envelope, ErrorCode, Id, MAX_BUFFER, MAX_ID, classify};
 
 fn id() -> impl Strategy<Value = Id> {
@@ -23,8 +24,14 @@ fn code() -> impl Strategy<Value = ErrorCode> {
 
 fn envelope() -> impl Strategy<Value = Envelope> {
     prop_oneof![
-        (id(), any::<String>(), proptest::option::of(id()))
-            .prop_map(|(id, body, ack)| Envelope::Request { id, body, ack }),
+        // An ack is at most the request's own id: up to half the ring before it.
+        (id(), any::<String>(), proptest::option::of(0..MAX_ID / 2)).prop_map(
+            |(id, body, behind)| Envelope::Request {
+                id,
+                body,
+                ack: behind.map(|behind| id.wrapping_add(MAX_ID - behind)),
+            }
+        ),
         (id(), any::<String>()).prop_map(|(id, body)| Envelope::Reply { id, body }),
         (proptest::option::of(id()), code(), any::<String>())
             .prop_map(|(id, code, message)| Envelope::Error { id, code, message }),
@@ -85,6 +92,78 @@ proptest! {
             Err(rejection) => {
                 let answer = rejection.to_envelope().encode_to_vec();
                 prop_assert!(Envelope::decode(&answer, MAX_BUFFER).is_ok());
+            }
+        }
+    }
+}
+
+/// Whether `c` belongs to a category that [`Printable`] must never let through.
+fn dangerous(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    matches!(
+        c.general_category(),
+        GeneralCategory::Control
+            | GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+            | GeneralCategory::PrivateUse
+            | GeneralCategory::Unassigned
+    )
+}
+
+/// Bytes rich in what a hostile peer sends: controls, C1, bidi and zero-width characters,
+/// separators, private use, unassigned code points, and broken UTF-8.
+fn hostile_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        any::<char>().prop_map(|c| c.to_string().into_bytes()),
+        prop_oneof![
+            Just('\u{1b}'),
+            Just('\u{7f}'),
+            Just('\u{9b}'),
+            Just('\u{202e}'),
+            Just('\u{200b}'),
+            Just('\u{2028}'),
+            Just('\u{2029}'),
+            Just('\u{e000}'),
+            Just('\u{feff}'),
+            Just('\u{3000}'),
+            Just('\\'),
+        ]
+        .prop_map(|c| c.to_string().into_bytes()),
+        proptest::collection::vec(any::<u8>(), 0..4),
+    ];
+    proptest::collection::vec(piece, 0..32).prop_map(|pieces| pieces.concat())
+}
+
+proptest! {
+    #[test]
+    fn printable_never_emits_a_dangerous_character(bytes in hostile_bytes()) {
+        let shown = Printable(&bytes).to_string();
+        prop_assert!(!shown.chars().any(dangerous), "{shown:?}");
+    }
+
+    #[test]
+    fn printable_is_one_to_one(a in hostile_bytes(), b in hostile_bytes()) {
+        if a != b {
+            prop_assert_ne!(Printable(&a).to_string(), Printable(&b).to_string());
+        }
+    }
+
+    #[test]
+    fn error_messages_never_carry_a_dangerous_character(bytes in hostile_bytes()) {
+        // The hostile text as the value of each member an error message may quote.
+        let text = String::from_utf8_lossy(&bytes);
+        for member in ["v", "kind", "id", "ack"] {
+            let mut object = serde_json::Map::new();
+            object.insert("v".into(), 1.into());
+            object.insert("id".into(), 1.into());
+            object.insert("kind".into(), "request".into());
+            object.insert("body".into(), "".into());
+            object.insert(member.into(), text.as_ref().into());
+            let datagram = serde_json::to_vec(&object).unwrap_or_default();
+            if let Err(rejection) = Envelope::decode(&datagram, MAX_BUFFER) {
+                let message = rejection.to_string();
+                prop_assert!(!message.chars().any(dangerous), "{message:?}");
             }
         }
     }
