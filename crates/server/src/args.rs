@@ -36,10 +36,21 @@ pub enum Encoding {
 ///
 /// The first line on stderr is `listening on udp ADDR`, with the address really bound (so
 /// `--bind 127.0.0.1:0` picks a free port and tells it). Per datagram it prints the tutorial's
-/// lines on stdout; bytes that are not UTF-8 and control characters are shown escaped (\xff, \x1b).
+/// lines on stdout; bytes that are not UTF-8, control and format characters are shown escaped
+/// (\xff, \x1b, \u{202e}), here and in every message that quotes a peer.
 /// A JSON request that repeats an id already answered (a resend) gets the same answer and is
-/// not counted again (docs/PROTOCOL.md). Ctrl-C or SIGTERM prints a summary on stderr
-/// (received = counted + duplicates + malformed + rate-limited + busy) and exits 0.
+/// not counted again (docs/PROTOCOL.md).
+///
+/// So that no forged datagram can start an endless exchange with another server (a loop), it
+/// never answers: a datagram that is a server's answer (`Hello Client!!`, `Access count: N`);
+/// anything from a well-known source port (0-1023: echo, DNS and the like answer whatever they
+/// get); a source that sends back our last answer to it for the third time within a second.
+/// These are counted as `loops`.
+///
+/// Per-datagram lines never delay an answer: if stdout does not keep up (a slow pipe, a paused
+/// terminal), lines are dropped and counted (`lines dropped N`). Ctrl-C or SIGTERM prints a
+/// summary on stderr (received = counted + duplicates + malformed + rate-limited + busy +
+/// loops) and exits 0 within a second.
 ///
 /// Exit codes: 0 stopped normally (signal, --idle, --once); 1 could not serve (e.g. the address
 /// is in use); 2 bad usage.
@@ -184,10 +195,17 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// The longest duration any option takes: 365 days. Longer ones could not be added to a
+/// clock reading on every platform; no wait of a UDP tool needs more.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err("the duration must be more than zero".to_owned()),
+        Ok(d) if d.is_zero() => Err("the duration must be more than zero".to_owned()),
+        Ok(d) if d > MAX_DURATION => Err(format!(
+            "{text} is longer than the longest duration accepted, 365 days; write a shorter one"
+        )),
+        Ok(d) => Ok(d),
         Err(e) => Err(format!("{e}; write a duration such as 30s, 500ms or 2m")),
     }
 }

@@ -1,51 +1,62 @@
 //! `server` is udptalk's UDP server: the tutorial's `udp-server1.py` and `udp-server2.py` as one
-//! [`Server`] that never dies on what a peer sends.
+//! [`Server`] that never dies on what a peer sends, never loops with another server, and never
+//! stops answering because its output is slow.
 //!
-//! [`Server::bind`] opens the socket, [`Server::run`] receives datagrams until it is told to stop
-//! (a flag, set by Ctrl-C or SIGTERM), goes idle, or has answered once, and returns the
-//! [`Summary`] of what it saw. Each datagram is decoded with [`proto`], counted or refused
-//! (the counting rule is in [`Server::run`]'s docs), shown on stdout in the tutorial's words,
-//! and answered.
+//! [`Server::bind`] opens the socket; [`Server::run`] receives datagrams until it is told to stop
+//! (a flag, set by SIGINT or SIGTERM), goes idle, or has answered once, and returns the
+//! [`Summary`] of what it saw. Each datagram goes to the [`Core`], which decides without any I/O
+//! what it gets (an [`Event`] and maybe an answer); the loop sends the answer, then hands the
+//! event to a [`Sink`], such as [`TutorialLines`], the tutorial's words on stdout through a
+//! bounded [`LineQueue`].
 //!
-//! `main.rs` only parses arguments into a [`Config`], installs the signal handler and maps an
-//! [`Error`] to an exit code, so tests can drive this library and the binary alike.
+//! `main.rs` only parses arguments into a [`Config`], starts the [`Console`], installs the
+//! signal handlers, calls [`run`] and maps its result to an exit code, so tests can drive this
+//! library and the binary alike.
 //!
 //! The policies that keep a server safe to expose are pure types, with no sockets, clocks or
 //! threads: every method takes `now`, so their tests run without sleeping. [`ReplyCache`]
 //! answers each JSON request at most once within [`proto::RETRY_WINDOW`], [`RateLimiter`] is a
-//! token bucket per source address, and [`AmplificationBudget`] keeps what is sent to a source
-//! within three times what it sent. Each holds a table with fixed caps.
+//! token bucket per source address, [`AmplificationBudget`] keeps what is sent to a source
+//! within three times what it sent, and [`LoopGuard`] refuses to answer what could start a loop.
+//! Each holds a table with fixed caps.
 
 mod amplification;
 mod args;
+mod core;
 mod error;
+mod loop_guard;
+mod output;
 mod rate_limit;
 mod reply_cache;
-mod responder;
 mod server;
+mod sink;
+mod summary;
 mod sys;
 mod timeline;
 
 pub use amplification::{AMPLIFICATION_FACTOR, AmplificationBudget, wire_len};
-pub use args::{Args, Config, Encoding, Mode, RateLimit};
+pub use args::{Args, Config, Encoding, MAX_DURATION, Mode, RateLimit};
+pub use core::{Answer, Core, Event, Handled};
 pub use error::Error;
+pub use loop_guard::{FIRST_CLIENT_PORT, LoopCause, LoopGuard, REPEAT_LIMIT, REPEAT_WINDOW};
+pub use output::{Console, LineQueue, Pushed, QUEUE_BYTES};
 pub use rate_limit::{RateLimiter, RateReport};
 pub use reply_cache::{CacheLimits, Lookup, ReplyCache};
-pub use server::{PEER_TALLY_CAP, Server, Summary};
+pub use server::Server;
+pub use sink::{Sink, TutorialLines};
+pub use summary::{PEER_TALLY_CAP, Summary};
 
-use std::io::Write;
 use std::sync::atomic::AtomicBool;
 
-/// Binds, announces the bound address on stderr (`listening on udp 127.0.0.1:50000`, the first
-/// line, flushed, so that scripts and tests can read the port), and serves until `stop` is set.
-pub fn run(config: Config, stop: &AtomicBool) -> Result<Summary, Error> {
-    let server = Server::bind(config)?;
-    let mut stderr = std::io::stderr().lock();
-    // Nothing useful can be done if stderr is closed: serve anyway.
-    let _ = writeln!(stderr, "listening on udp {}", server.local_addr());
-    let _ = stderr.flush();
-    drop(stderr);
-    let config = server.config();
+/// Binds, announces the bound address on `console`'s stderr (`listening on udp
+/// 127.0.0.1:50000`, always the first line, so that scripts and tests can read the port),
+/// serves until `stop` is set, and returns the books, with the output lines dropped so far.
+pub fn run(config: Config, stop: &AtomicBool, console: &Console) -> Result<Summary, Error> {
+    let mut server = Server::bind(config)?;
+    console
+        .stderr
+        .push(format!("listening on udp {}\n", server.local_addr()).as_bytes());
+    let config = server.config().clone();
     if !config.bind.ip().to_canonical().is_loopback() {
         log::warn!(
             "bound to {}, which is reachable from the network, not only from this machine; \
@@ -57,5 +68,13 @@ pub fn run(config: Config, stop: &AtomicBool) -> Result<Summary, Error> {
             }
         );
     }
-    server.run(stop)
+    if !config.quiet {
+        server = server.with_sink(Box::new(TutorialLines::new(
+            &config,
+            console.stdout.clone(),
+        )));
+    }
+    let mut summary = server.run(stop)?;
+    summary.lines_dropped = console.dropped();
+    Ok(summary)
 }

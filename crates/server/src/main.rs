@@ -1,33 +1,64 @@
-//! The `udptalk-server` binary: parse arguments, set up logging and Ctrl-C, call [`server::run`].
+//! The `udptalk-server` binary: parse arguments, start the output queues and logging, catch
+//! SIGINT and SIGTERM, call [`server::run`], and decide the exit code, here and only here.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use clap::Parser;
+use server::{Console, LineQueue};
+
+/// How long the output queues get to drain at exit. Whatever stdout is doing (a blocked pipe,
+/// a paused terminal), the server exits within this after it stops serving.
+const EXIT_WAIT: Duration = Duration::from_millis(250);
 
 fn main() -> ExitCode {
     let args = server::Args::parse();
-    init_logging(args.verbose);
+    let console = Console::start();
+    init_logging(args.verbose, console.stderr.clone());
     let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)) {
-        log::warn!("cannot catch Ctrl-C ({e}); stop the server with SIGKILL instead");
+    if let Err(e) = catch_stop_signals(&stop) {
+        log::warn!("cannot catch SIGINT/SIGTERM ({e}); stop the server with SIGKILL instead");
     }
-    match server::run(server::Config::from(&args), &stop) {
+    let code = match server::run(server::Config::from(&args), &stop, &console) {
         Ok(summary) => {
-            let _ = writeln!(std::io::stderr(), "summary: {summary}");
+            console
+                .stderr
+                .push(format!("summary: {summary}\n").as_bytes());
+            // SIGINT and SIGTERM are how a server is meant to stop: success, as service
+            // managers expect.
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "error: {e}");
+            console.stderr.push(format!("error: {e}\n").as_bytes());
             ExitCode::FAILURE
         }
-    }
+    };
+    console.finish(EXIT_WAIT);
+    code
 }
 
-fn init_logging(verbose: u8) {
+/// Sets `stop` on SIGINT (Ctrl-C) and SIGTERM; the receive loop sees it within 250 ms.
+#[cfg(unix)]
+fn catch_stop_signals(stop: &Arc<AtomicBool>) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    signal_hook::flag::register(SIGINT, Arc::clone(stop))?;
+    signal_hook::flag::register(SIGTERM, Arc::clone(stop))?;
+    Ok(())
+}
+
+/// Sets `stop` on Ctrl-C (and, on Windows, on the console being closed).
+#[cfg(not(unix))]
+fn catch_stop_signals(stop: &Arc<AtomicBool>) -> std::io::Result<()> {
+    let flag = Arc::clone(stop);
+    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
+        .map_err(std::io::Error::other)
+}
+
+/// Log lines go to stderr through its queue, so that a blocked stderr never blocks serving.
+fn init_logging(verbose: u8, stderr: LineQueue) {
     let level = match verbose {
         0 => "warn",
         1 => "info",
@@ -36,8 +67,15 @@ fn init_logging(verbose: u8) {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format(|out, record| {
-            let level = record.level().as_str().to_ascii_lowercase();
+            let level = match record.level() {
+                log::Level::Error => "error",
+                log::Level::Warn => "warning",
+                log::Level::Info => "info",
+                log::Level::Debug => "debug",
+                log::Level::Trace => "trace",
+            };
             writeln!(out, "{level}: {}", record.args())
         })
+        .target(env_logger::Target::Pipe(Box::new(stderr)))
         .init();
 }

@@ -280,7 +280,10 @@ impl fmt::Display for RateReport {
             let lead = if n == 0 { "; most from " } else { ", " };
             write!(f, "{lead}{source} ({count})")?;
         }
-        Ok(())
+        write!(
+            f,
+            "; if they are real clients, raise --rate-limit (0 turns it off)"
+        )
     }
 }
 
@@ -395,7 +398,7 @@ mod tests {
             top: vec![(ip(2), 6), (ip(4), 5), (ip(1), 3)],
         };
         assert_eq!(report.as_ref(), Some(&expected));
-        expect_test::expect![[r#"rate limit: refused 16 datagrams; most from 192.0.2.2 (6), 192.0.2.4 (5), 192.0.2.1 (3)"#]]
+        expect_test::expect!["rate limit: refused 16 datagrams; most from 192.0.2.2 (6), 192.0.2.4 (5), 192.0.2.1 (3); if they are real clients, raise --rate-limit (0 turns it off)"]
             .assert_eq(&expected.to_string());
         // Nothing refused since: no report.
         assert_eq!(limiter.take_report(base + ms(100)), None);
@@ -425,7 +428,7 @@ mod tests {
         };
         assert_eq!((report.refused, report.shared), (3, 2));
         assert_eq!(report.top, vec![(ip(1), 1)]);
-        expect_test::expect![[r#"rate limit: refused 3 datagrams (2 from sources beyond the table, sharing one bucket); most from 192.0.2.1 (1)"#]]
+        expect_test::expect!["rate limit: refused 3 datagrams (2 from sources beyond the table, sharing one bucket); most from 192.0.2.1 (1); if they are real clients, raise --rate-limit (0 turns it off)"]
             .assert_eq(&report.to_string());
     }
 

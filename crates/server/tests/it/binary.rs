@@ -64,10 +64,14 @@ impl Spawned {
 }
 
 fn sigterm(pid: u32) -> Result {
+    signal(pid, "TERM")
+}
+
+fn signal(pid: u32, name: &str) -> Result {
     let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args([&format!("-{name}"), &pid.to_string()])
         .status()?;
-    assert!(status.success(), "kill -TERM failed");
+    assert!(status.success(), "kill -{name} failed");
     Ok(())
 }
 
@@ -88,7 +92,7 @@ fn hello_once_is_udp_server1() -> Result {
     );
     assert_eq!(
         err,
-        "summary: received 1, counted 1, duplicates 0, malformed 0, rate-limited 0, busy 0, truncated 0, peers 1\n"
+        "summary: received 1, counted 1, duplicates 0, malformed 0, rate-limited 0, busy 0, loops 0, truncated 0, peers 1\n"
     );
     Ok(())
 }
@@ -115,7 +119,7 @@ fn count_mode_prints_the_tutorial_lines_escaped_and_the_cut() -> Result {
     );
     assert_eq!(
         err,
-        "summary: received 2, counted 2, duplicates 0, malformed 0, rate-limited 0, busy 0, truncated 1, peers 1\n"
+        "summary: received 2, counted 2, duplicates 0, malformed 0, rate-limited 0, busy 0, loops 0, truncated 1, peers 1\n"
     );
     Ok(())
 }
@@ -160,6 +164,8 @@ fn bad_usage_exits_2_with_a_hint() -> Result {
         &["--bind", "localhost"][..],
         &["--buffer", "0"],
         &["--idle", "0s"],
+        &["--idle", "18446744073709551615s"],
+        &["--idle", "366d"],
         &["--mode", "shout"],
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_udptalk-server"))
@@ -184,5 +190,133 @@ fn help_says_what_the_server_does() -> Result {
         .output()?;
     assert_eq!(output.status.code(), Some(0));
     expect_test::expect_file!["help.txt"].assert_eq(&String::from_utf8(output.stdout)?);
+    Ok(())
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM are how a server is stopped: exit 0, with the summary.
+#[test]
+fn sigint_and_sigterm_exit_0_with_the_summary() -> Result {
+    for name in ["INT", "TERM"] {
+        let server = spawn(&["--bind", "127.0.0.1:0", "--quiet"])?;
+        let peer = peer_for(server.addr)?;
+        assert_eq!(ask(&peer, server.addr, b"hi")?, b"Access count: 1");
+        signal(server.child.id(), name)?;
+        let (code, _, err) = server.finish()?;
+        assert_eq!(code, 0, "SIG{name}");
+        assert!(err.starts_with("summary: received 1, counted 1"), "{err}");
+    }
+    Ok(())
+}
+
+/// A server whose stdout nobody reads (`udptalk-server | sleep 30`, a terminal paused with
+/// Ctrl-S) still answers everything, and SIGTERM still ends it within a second, its summary
+/// counting the lines it dropped.
+#[test]
+fn a_stalled_stdout_never_stops_service() -> Result {
+    // stdout is a pipe whose read end this test holds and never reads.
+    let server = spawn(&["--bind", "127.0.0.1:0"])?;
+    let peer = peer_for(server.addr)?;
+    let body = "x".repeat(200);
+    for id in 1..=1_000_u64 {
+        let request = format!(r#"{{"v":1,"id":{id},"kind":"request","body":"{body}","ack":{id}}}"#);
+        let answer = ask(&peer, server.addr, request.as_bytes())?;
+        let expected = format!(r#"{{"v":1,"id":{id},"kind":"reply","body":"Access count: {id}"}}"#);
+        assert_eq!(String::from_utf8(answer)?, expected);
+    }
+    let started = Instant::now();
+    sigterm(server.child.id())?;
+    let mut server = server;
+    let status = wait_at_most(&mut server.child, Duration::from_secs(10))?;
+    let took = started.elapsed();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "exit 0 on SIGTERM");
+    assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
+    let mut err = String::new();
+    server
+        .stderr
+        .take()
+        .ok_or("no stderr")?
+        .read_to_string(&mut err)?;
+    assert!(
+        err.contains("warning: stdout is not keeping up"),
+        "one warning says so: {err}"
+    );
+    let summary = err
+        .lines()
+        .find(|line| line.starts_with("summary: "))
+        .ok_or("no summary")?;
+    assert!(
+        summary.starts_with("summary: received 1000, counted 1000,"),
+        "{summary}"
+    );
+    assert!(summary.contains(", lines dropped "), "{summary}");
+    Ok(())
+}
+
+/// Waits for `child` to exit, at most `timeout`; `None` if it has not.
+fn wait_at_most(child: &mut Child, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    Ok(None)
+}
+
+/// Everything a peer sends is escaped wherever the server shows it: the per-datagram lines,
+/// the error messages that quote a value, and log lines at every level.
+#[test]
+fn hostile_bytes_are_escaped_on_every_output() -> Result {
+    let server = spawn(&["--bind", "127.0.0.1:0", "-vv"])?;
+    let peer = peer_for(server.addr)?;
+    let hostile = "\u{1b}[2J\u{9b}31m\u{7f}\u{202e}\u{200b}\u{2028}\u{e000}";
+    let escaped_json = "\\u001b[2J\u{9b}31m\u{7f}\u{202e}\u{200b}\u{2028}\u{e000}";
+    let mut datagrams: Vec<Vec<u8>> = vec![
+        format!("{hostile}\u{ff}").into_bytes(),
+        [hostile.as_bytes(), b"\xff\xfe"].concat(),
+    ];
+    for member in ["v", "kind", "id", "ack"] {
+        let mut members = vec![
+            ("v", "1".to_owned()),
+            ("id", "7".to_owned()),
+            ("kind", "\"request\"".to_owned()),
+            ("body", "\"x\"".to_owned()),
+        ];
+        let value = format!("\"{escaped_json}\"");
+        match members.iter_mut().find(|(name, _)| *name == member) {
+            Some(slot) => slot.1 = value,
+            None => members.push((member, value)),
+        }
+        let inner: Vec<String> = members
+            .iter()
+            .map(|(name, value)| format!("\"{name}\":{value}"))
+            .collect();
+        datagrams.push(format!("{{{}}}", inner.join(",")).into_bytes());
+    }
+    for datagram in &datagrams {
+        ask(&peer, server.addr, datagram)?;
+    }
+    sigterm(server.child.id())?;
+    let (code, out, err) = server.finish()?;
+    assert_eq!(code, 0);
+    assert!(out.contains("Rejected: bad_version"), "{out}");
+    for (stream, text) in [("stdout", &out), ("stderr", &err)] {
+        for c in [
+            '\u{1b}', '\u{9b}', '\u{7f}', '\u{202e}', '\u{200b}', '\u{2028}', '\u{e000}',
+        ] {
+            assert!(
+                !text.contains(c),
+                "{stream} carries U+{:04X} raw:\n{text}",
+                c as u32
+            );
+        }
+        assert!(!text.contains('\u{fffd}'), "{stream} hid a byte as U+FFFD");
+    }
+    assert!(out.contains("\\u{202e}"), "{out}");
+    assert!(
+        err.contains("\\u{202e}"),
+        "the debug log shows it escaped: {err}"
+    );
     Ok(())
 }

@@ -1,0 +1,578 @@
+//! [`Core`]: what the server does with one datagram, decided without any I/O.
+//!
+//! [`Core::handle`] takes the datagram, its sender and `now`, writes the answer (if any) into a
+//! buffer the caller owns, keeps the books, and returns an [`Event`] saying what happened. It
+//! touches no socket, stdout, clock or logger, so every decision is unit-tested directly; the
+//! receive loop ([`crate::Server`]) sends the answer and hands the event to the output sinks.
+//!
+//! The order of the checks is the order of their cost to an attacker: the rate limit first,
+//! then the loop rule, then decoding, the reply cache and the anti-amplification budget.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use proto::text::{ACCESS_COUNT_PREFIX, HELLO_CLIENT};
+use proto::{Datagram, Envelope, ErrorCode, Id};
+
+use crate::amplification::AmplificationBudget;
+use crate::loop_guard::{LoopCause, LoopGuard};
+use crate::rate_limit::{RateLimiter, RateReport};
+use crate::reply_cache::{Lookup, ReplyCache};
+use crate::summary::{PEER_TALLY_CAP, Summary};
+use crate::{Config, Encoding, Mode};
+
+/// What the server did with one datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// Counted as access `access` and answered: a plain datagram, or a request seen for the
+    /// first time. `message` is what was kept (cut to `--buffer`), `len` its length before.
+    Counted {
+        /// The access number.
+        access: u64,
+        /// The message, cut to `--buffer`.
+        message: Cow<'a, [u8]>,
+        /// Its length before the cut.
+        len: usize,
+    },
+    /// A resend of request `id`: answered again with access `access`, not counted.
+    Resent {
+        /// The request's id.
+        id: Id,
+        /// The access number of its first answer.
+        access: u64,
+    },
+    /// A copy of request `id`, which its sender has acknowledged: neither counted nor answered.
+    Done {
+        /// The request's id.
+        id: Id,
+    },
+    /// No room to remember request `id`: answered `busy`, not counted.
+    Busy {
+        /// The request's id.
+        id: Id,
+    },
+    /// An envelope attempt refused with an error envelope (counted as malformed).
+    Refused {
+        /// The error's code.
+        code: ErrorCode,
+        /// The error's message (peer values in it escaped).
+        message: String,
+    },
+    /// An envelope of kind `reply` or `error`: a server answers only requests (malformed).
+    Ignored {
+        /// The envelope's kind.
+        kind: &'static str,
+    },
+    /// Dropped unanswered: its source is over `--rate-limit`.
+    RateLimited,
+    /// Not answered: answering could start a loop (docs/PROTOCOL.md, "Loops").
+    Loop(LoopCause),
+}
+
+/// What to do with the answer [`Core::handle`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Nothing to send.
+    None,
+    /// Send it.
+    Send,
+    /// Not sent: it would break the source's anti-amplification budget (counted).
+    OverBudget,
+}
+
+/// One datagram's outcome: the event, and whether its answer goes out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handled<'a> {
+    /// What happened.
+    pub event: Event<'a>,
+    /// What to do with the answer buffer.
+    pub answer: Answer,
+}
+
+/// The server's state and books: the access counter, the policies, the peers seen.
+pub struct Core {
+    mode: Mode,
+    encoding: Encoding,
+    buffer: usize,
+    summary: Summary,
+    cache: ReplyCache,
+    limiter: Option<RateLimiter>,
+    budget: AmplificationBudget,
+    loops: LoopGuard,
+    peers: HashSet<SocketAddr>,
+}
+
+/// How the reply cache judged a valid request.
+enum Verdict {
+    New(u64),
+    Again(u64),
+    Done,
+    Busy,
+}
+
+impl Core {
+    /// A core answering by `config`.
+    pub fn new(config: &Config) -> Core {
+        Core {
+            mode: config.mode,
+            encoding: config.encoding,
+            buffer: config.buffer,
+            summary: Summary::default(),
+            cache: ReplyCache::new(config.cache),
+            limiter: config.rate_limit.map(|rate| {
+                RateLimiter::new(rate.per_second, rate.burst, RateLimiter::DEFAULT_SOURCES)
+            }),
+            budget: AmplificationBudget::default(),
+            loops: LoopGuard::new(LoopGuard::DEFAULT_SOURCES),
+            peers: HashSet::new(),
+        }
+    }
+
+    /// The books so far.
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// The books, at the end.
+    pub fn into_summary(self) -> Summary {
+        self.summary
+    }
+
+    /// Notes an answer the system would not send.
+    pub fn send_failed(&mut self) {
+        self.summary.send_failures += 1;
+    }
+
+    /// The rate limiter's report of the sources it refused, at most once a second.
+    pub fn take_rate_report(&mut self, now: Instant) -> Option<RateReport> {
+        self.limiter.as_mut()?.take_report(now)
+    }
+
+    /// Decides what `datagram` from `peer` (its canonical address), received at `now`, gets.
+    /// The answer, if any, is written into `answer` (cleared first).
+    pub fn handle<'a>(
+        &mut self,
+        datagram: &'a [u8],
+        peer: SocketAddr,
+        now: Instant,
+        answer: &mut Vec<u8>,
+    ) -> Handled<'a> {
+        answer.clear();
+        self.summary.received += 1;
+        self.tally_peer(peer);
+        let ip = peer.ip();
+        if let Some(limiter) = &mut self.limiter
+            && !limiter.allow(ip, now)
+        {
+            self.summary.rate_limited += 1;
+            return Handled {
+                event: Event::RateLimited,
+                answer: Answer::None,
+            };
+        }
+        let guarded = !ip.to_canonical().is_loopback();
+        if guarded {
+            self.budget.on_receive(ip, datagram.len(), now);
+        }
+        if let Some(cause) = self.loops.check(peer, datagram, now) {
+            self.summary.loops += 1;
+            return Handled {
+                event: Event::Loop(cause),
+                answer: Answer::None,
+            };
+        }
+        let event = self.decide(datagram, peer, now, answer);
+        let answered = match event {
+            Event::Counted { .. } | Event::Resent { .. } | Event::Busy { .. } => true,
+            Event::Refused { .. } => true,
+            Event::Done { .. } | Event::Ignored { .. } | Event::RateLimited | Event::Loop(_) => {
+                false
+            }
+        };
+        if !answered {
+            return Handled {
+                event,
+                answer: Answer::None,
+            };
+        }
+        if guarded && !self.budget.try_send(ip, answer.len(), now) {
+            self.summary.amplification_dropped += 1;
+            return Handled {
+                event,
+                answer: Answer::OverBudget,
+            };
+        }
+        self.loops.answered(peer, answer, now);
+        Handled {
+            event,
+            answer: Answer::Send,
+        }
+    }
+
+    fn decide<'a>(
+        &mut self,
+        datagram: &'a [u8],
+        peer: SocketAddr,
+        now: Instant,
+        answer: &mut Vec<u8>,
+    ) -> Event<'a> {
+        let decoded = match self.encoding {
+            Encoding::Plain => Datagram::Plain,
+            Encoding::Auto => proto::classify(datagram, self.buffer),
+            Encoding::Json => Datagram::Envelope(Envelope::decode(datagram, self.buffer)),
+        };
+        match decoded {
+            Datagram::Plain => {
+                let kept = &datagram[..datagram.len().min(self.buffer)];
+                let access = self.count();
+                if kept.len() < datagram.len() {
+                    self.summary.truncated += 1;
+                }
+                self.write_reply(access, kept, answer);
+                Event::Counted {
+                    access,
+                    message: Cow::Borrowed(kept),
+                    len: datagram.len(),
+                }
+            }
+            Datagram::Envelope(Ok(Envelope::Request { id, body, ack })) => {
+                let (event, access) = match self.admit(peer, id, ack, now) {
+                    Verdict::New(access) => {
+                        let len = body.len();
+                        let mut text = Vec::new();
+                        self.write_reply(access, body.as_bytes(), &mut text);
+                        encode_reply(id, text, answer);
+                        let message = Cow::Owned(body.into_bytes());
+                        return Event::Counted {
+                            access,
+                            message,
+                            len,
+                        };
+                    }
+                    Verdict::Again(access) => (Event::Resent { id, access }, access),
+                    Verdict::Done => {
+                        self.summary.duplicates += 1;
+                        return Event::Done { id };
+                    }
+                    Verdict::Busy => {
+                        self.summary.busy += 1;
+                        Envelope::Error {
+                            id: Some(id),
+                            code: ErrorCode::Busy,
+                            message: "the server's reply cache is full; resend after a backoff"
+                                .to_owned(),
+                        }
+                        .encode(answer);
+                        return Event::Busy { id };
+                    }
+                };
+                self.summary.duplicates += 1;
+                let mut text = Vec::new();
+                self.write_reply(access, body.as_bytes(), &mut text);
+                encode_reply(id, text, answer);
+                event
+            }
+            Datagram::Envelope(Ok(other)) => {
+                self.summary.malformed += 1;
+                Event::Ignored { kind: other.kind() }
+            }
+            Datagram::Envelope(Err(rejection)) => {
+                self.summary.malformed += 1;
+                let error = rejection.to_envelope();
+                error.encode(answer);
+                match error {
+                    Envelope::Error { code, message, .. } => Event::Refused { code, message },
+                    _ => Event::Refused {
+                        code: rejection.error.code(),
+                        message: rejection.error.to_string(),
+                    },
+                }
+            }
+        }
+    }
+
+    /// At most once: a request counts the first time its (peer, id) is seen.
+    fn admit(&mut self, peer: SocketAddr, id: Id, ack: Option<Id>, now: Instant) -> Verdict {
+        match self.cache.check(peer, id, ack, now) {
+            Lookup::New => {
+                let access = self.count();
+                self.cache.record(peer, id, access, now);
+                Verdict::New(access)
+            }
+            Lookup::Answered { access } => Verdict::Again(access),
+            Lookup::Done => Verdict::Done,
+            Lookup::Busy => Verdict::Busy,
+        }
+    }
+
+    /// Writes what the mode answers to access `access` of `message`.
+    fn write_reply(&self, access: u64, message: &[u8], out: &mut Vec<u8>) {
+        match self.mode {
+            // `proto::text::access_count_reply`, written in place. Writing into a Vec cannot fail.
+            Mode::Count => {
+                let _ = write!(out, "{ACCESS_COUNT_PREFIX}{access}");
+            }
+            Mode::Hello => out.extend_from_slice(HELLO_CLIENT.as_bytes()),
+            Mode::Echo => out.extend_from_slice(message),
+        }
+    }
+
+    /// Counts one access and returns its number.
+    fn count(&mut self) -> u64 {
+        self.summary.counted += 1;
+        self.summary.counted
+    }
+
+    fn tally_peer(&mut self, peer: SocketAddr) {
+        if self.peers.len() < PEER_TALLY_CAP && self.peers.insert(peer) {
+            self.summary.peers = self.peers.len() as u64;
+        }
+    }
+}
+
+/// Writes the reply envelope to request `id` with the answer `text` (UTF-8: the reply to a
+/// request whose body is a string).
+fn encode_reply(id: Id, text: Vec<u8>, out: &mut Vec<u8>) {
+    let body = String::from_utf8(text)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    Envelope::Reply { id, body }.encode(out);
+}
+
+/// The sentence the per-datagram lines and the debug log give an event that was not counted.
+impl fmt::Display for Event<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Counted { access, .. } => write!(f, "Counted as access {access}."),
+            Event::Resent { id, access } => {
+                write!(f, "Duplicate of access {access} (id {id}): answered again.")
+            }
+            Event::Done { id } => write!(
+                f,
+                "Duplicate of id {id}, which its sender has acknowledged: not answered."
+            ),
+            Event::Busy { id } => write!(f, "Busy: no room to remember id {id}; answered busy."),
+            Event::Refused { code, message } => write!(f, "Rejected: {code}: {message}"),
+            Event::Ignored { kind } => write!(
+                f,
+                "Ignored: a {kind} envelope (a server answers only requests, so that two \
+                 servers cannot ping-pong)."
+            ),
+            Event::RateLimited => write!(f, "Dropped: over its source's --rate-limit."),
+            Event::Loop(cause) => write!(f, "Not answered: {}.", cause.describe()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn core(adjust: impl FnOnce(&mut Config)) -> Core {
+        let mut config = Config::new(addr(0));
+        adjust(&mut config);
+        Core::new(&config)
+    }
+
+    fn request(id: u64, body: &str, ack: Option<u64>) -> Vec<u8> {
+        Envelope::Request {
+            id: Id::new(id).unwrap_or(Id::MIN),
+            body: body.into(),
+            ack: ack.and_then(Id::new),
+        }
+        .encode_to_vec()
+    }
+
+    /// Handles `datagram` and returns the event's summary-free shape and the answer sent.
+    fn exchange(
+        core: &mut Core,
+        peer: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+    ) -> (String, Option<Vec<u8>>) {
+        let mut answer = Vec::new();
+        let handled = core.handle(datagram, peer, now, &mut answer);
+        let sent = (handled.answer == Answer::Send).then_some(answer);
+        (handled.event.to_string(), sent)
+    }
+
+    fn books_balance(summary: &Summary) -> bool {
+        summary.received
+            == summary.counted
+                + summary.duplicates
+                + summary.malformed
+                + summary.rate_limited
+                + summary.busy
+                + summary.loops
+    }
+
+    #[test]
+    fn plain_datagrams_are_counted_and_answered_in_the_mode() {
+        let now = Instant::now();
+        let mut count = core(|_| {});
+        let (event, sent) = exchange(&mut count, addr(40_000), b"hi", now);
+        assert_eq!(event, "Counted as access 1.");
+        assert_eq!(sent.as_deref(), Some(&b"Access count: 1"[..]));
+        let mut hello = core(|c| c.mode = Mode::Hello);
+        let (_, sent) = exchange(&mut hello, addr(40_000), b"hi", now);
+        assert_eq!(sent.as_deref(), Some(&b"Hello Client!!"[..]));
+        let mut echo = core(|c| {
+            c.mode = Mode::Echo;
+            c.buffer = 3;
+        });
+        let mut answer = Vec::new();
+        let handled = echo.handle(b"\xffabcdef", addr(40_000), now, &mut answer);
+        assert_eq!(
+            handled.event,
+            Event::Counted {
+                access: 1,
+                message: Cow::Borrowed(&b"\xffab"[..]),
+                len: 7
+            }
+        );
+        assert_eq!(answer, b"\xffab");
+        assert_eq!(echo.summary().truncated, 1);
+    }
+
+    #[test]
+    fn server_replies_and_well_known_ports_are_loops_in_every_mode_and_encoding() {
+        let now = Instant::now();
+        for mode in [Mode::Count, Mode::Hello, Mode::Echo] {
+            for encoding in [Encoding::Auto, Encoding::Plain, Encoding::Json] {
+                let mut core = core(|c| {
+                    c.mode = mode;
+                    c.encoding = encoding;
+                });
+                for (peer, datagram) in [
+                    (addr(40_000), &b"Access count: 7"[..]),
+                    (addr(40_000), b"Hello Client!!"),
+                    (addr(7), b"anything"),
+                    (addr(53), br#"{"v":1,"id":1,"kind":"request","body":"x"}"#),
+                ] {
+                    let mut answer = Vec::new();
+                    let handled = core.handle(datagram, peer, now, &mut answer);
+                    assert!(
+                        matches!(handled.event, Event::Loop(_)),
+                        "{mode:?} {encoding:?}"
+                    );
+                    assert_eq!(handled.answer, Answer::None);
+                }
+                assert_eq!(core.summary().loops, 4);
+                assert!(books_balance(core.summary()));
+            }
+        }
+    }
+
+    #[test]
+    fn an_echo_that_repeats_our_answer_is_answered_twice_then_not() {
+        let base = Instant::now();
+        let mut core = core(|c| c.mode = Mode::Echo);
+        let peer = addr(40_000);
+        let mut answered = 0;
+        for n in 0..10 {
+            let (_, sent) = exchange(&mut core, peer, b"ping", base + Duration::from_millis(n));
+            answered += usize::from(sent.is_some());
+        }
+        assert_eq!(answered, 3, "the first, then two repeats");
+        assert_eq!(core.summary().loops, 7);
+        assert!(books_balance(core.summary()));
+    }
+
+    #[test]
+    fn replies_and_errors_are_never_answered() {
+        let now = Instant::now();
+        let mut core = core(|_| {});
+        for datagram in [
+            &br#"{"v":1,"id":3,"kind":"reply","body":"x"}"#[..],
+            br#"{"v":1,"id":null,"kind":"error","code":"bad_json","message":"m"}"#,
+        ] {
+            let (event, sent) = exchange(&mut core, addr(40_000), datagram, now);
+            assert!(event.starts_with("Ignored: a "), "{event}");
+            assert_eq!(sent, None);
+        }
+        assert_eq!(core.summary().malformed, 2);
+    }
+
+    #[test]
+    fn a_request_is_counted_once_and_its_resend_gets_the_same_answer() {
+        let now = Instant::now();
+        let mut core = core(|_| {});
+        let peer = addr(40_000);
+        let (_, first) = exchange(&mut core, peer, &request(100, "a", Some(100)), now);
+        let (event, again) = exchange(&mut core, peer, &request(100, "a", Some(100)), now);
+        assert_eq!(event, "Duplicate of access 1 (id 100): answered again.");
+        assert_eq!(first, again);
+        let (_, done) = exchange(&mut core, peer, &request(101, "b", Some(101)), now);
+        assert!(done.is_some());
+        let (event, late) = exchange(&mut core, peer, &request(100, "a", Some(100)), now);
+        assert!(event.starts_with("Duplicate of id 100"), "{event}");
+        assert_eq!(late, None);
+        let summary = core.summary();
+        assert_eq!((summary.counted, summary.duplicates), (2, 2));
+        assert!(books_balance(summary));
+    }
+
+    #[test]
+    fn an_ack_after_the_id_is_refused_with_bad_id() {
+        let now = Instant::now();
+        let mut core = core(|_| {});
+        let (event, sent) = exchange(
+            &mut core,
+            addr(40_000),
+            br#"{"v":1,"id":10,"kind":"request","body":"x","ack":12}"#,
+            now,
+        );
+        assert!(event.starts_with("Rejected: bad_id: "), "{event}");
+        let Ok(Envelope::Error { code, id, .. }) =
+            Envelope::decode(&sent.unwrap_or_default(), 65_535)
+        else {
+            panic!("an error envelope answers it");
+        };
+        assert_eq!((code, id), (ErrorCode::BadId, Id::new(10)));
+    }
+
+    #[test]
+    fn the_rate_limit_comes_first_and_drops_silently() {
+        let now = Instant::now();
+        let mut core = core(|c| c.rate_limit = Some(crate::RateLimit::per_second(1)));
+        let mut answered = 0;
+        for _ in 0..5 {
+            let (_, sent) = exchange(&mut core, addr(40_000), b"x", now);
+            answered += usize::from(sent.is_some());
+        }
+        assert_eq!(answered, 2, "a burst of twice the rate");
+        assert_eq!(core.summary().rate_limited, 3);
+        assert!(books_balance(core.summary()));
+    }
+
+    #[test]
+    fn off_loopback_answers_stay_within_three_times_what_the_source_sent() {
+        let now = Instant::now();
+        let mut core = core(|c| {
+            c.mode = Mode::Echo;
+            c.rate_limit = None;
+        });
+        let peer = SocketAddr::from(([192, 0, 2, 1], 40_000));
+        let mut sent_bytes = 0;
+        let mut received_bytes = 0;
+        for n in 0..20_u8 {
+            // Short datagrams answered with... their own bytes: within budget.
+            let datagram = [n; 10];
+            received_bytes += 10 + 28;
+            let mut answer = Vec::new();
+            if core.handle(&datagram, peer, now, &mut answer).answer == Answer::Send {
+                sent_bytes += answer.len() + 28;
+            }
+        }
+        assert!(sent_bytes <= 3 * received_bytes);
+        assert_eq!(core.summary().counted, 20);
+    }
+}

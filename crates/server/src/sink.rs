@@ -1,0 +1,146 @@
+//! Output sinks: what the receive loop shows of each datagram's [`Event`].
+//!
+//! The loop hands every event to a [`Sink`] after the answer is sent. Today's one is
+//! [`TutorialLines`], the tutorial's words on stdout; other views of the conversation (JSON
+//! Lines, a hexdump, a capture) attach the same way. A sink must never block the loop: the
+//! tutorial's lines go through a [`LineQueue`], which drops and counts rather than waits.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use proto::text::Printable;
+
+use crate::core::Event;
+use crate::output::{LineQueue, Pushed};
+use crate::{Config, Mode};
+
+/// Something that shows events.
+pub trait Sink {
+    /// Shows what happened to one datagram from `peer`.
+    fn event(&mut self, peer: SocketAddr, event: &Event<'_>);
+}
+
+/// The tutorial's per-datagram lines, as `udp-server2.py` (count mode) or `udp-server1.py`
+/// prints them, plus a line for each datagram that was not counted.
+pub struct TutorialLines {
+    mode: Mode,
+    buffer: usize,
+    out: LineQueue,
+    /// One datagram's lines, reused.
+    lines: String,
+}
+
+impl TutorialLines {
+    /// Lines for a server of `config`, queued on `out`.
+    pub fn new(config: &Config, out: LineQueue) -> TutorialLines {
+        TutorialLines {
+            mode: config.mode,
+            buffer: config.buffer,
+            out,
+            lines: String::new(),
+        }
+    }
+
+    /// The lines for `event` from `peer` (empty when the event shows nothing).
+    pub fn format(&mut self, peer: SocketAddr, event: &Event<'_>) -> &str {
+        let lines = &mut self.lines;
+        lines.clear();
+        // Writing into a String cannot fail.
+        match event {
+            Event::RateLimited => return "",
+            Event::Counted {
+                access,
+                message,
+                len,
+            } => {
+                if self.mode == Mode::Count {
+                    let _ = writeln!(lines, "New access.(access count: {access})");
+                }
+                let _ = writeln!(lines, "Message received from {peer}.");
+                let _ = writeln!(lines, "The message is [ {} ].", Printable(message));
+                if *len > message.len() {
+                    let _ = writeln!(lines, "truncated: {len} bytes, buffer {}", self.buffer);
+                }
+            }
+            other => {
+                let _ = writeln!(lines, "Message received from {peer}.");
+                let _ = writeln!(lines, "{other}");
+            }
+        }
+        if self.mode == Mode::Count {
+            lines.push('\n');
+        }
+        lines
+    }
+}
+
+impl Sink for TutorialLines {
+    fn event(&mut self, peer: SocketAddr, event: &Event<'_>) {
+        if self.format(peer, event).is_empty() {
+            return;
+        }
+        if let Pushed::Dropped { first: true } = self.out.push(self.lines.as_bytes()) {
+            log::warn!(
+                "stdout is not keeping up (a slow pipe or a paused terminal): dropping \
+                 per-datagram lines rather than delaying answers; the summary counts them \
+                 as `lines dropped`"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::io;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::loop_guard::LoopCause;
+
+    fn lines(mode: Mode, event: &Event<'_>) -> String {
+        let mut config = Config::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.mode = mode;
+        config.buffer = 4;
+        let out = LineQueue::spawn(io::sink(), 1 << 10, |_| {});
+        let mut sink = TutorialLines::new(&config, out.clone());
+        let peer = SocketAddr::from(([127, 0, 0, 1], 54_321));
+        let text = sink.format(peer, event).to_owned();
+        out.close(Duration::from_secs(1));
+        text
+    }
+
+    #[test]
+    fn counted_messages_read_as_the_tutorial_with_the_cut_and_escapes() {
+        let event = Event::Counted {
+            access: 3,
+            message: Cow::Borrowed(&b"\x1b[\xc2\x9b\xe2\x80\xae"[..]),
+            len: 5000,
+        };
+        expect_test::expect![[r#"
+            New access.(access count: 3)
+            Message received from 127.0.0.1:54321.
+            The message is [ \x1b[\u{9b}\u{202e} ].
+            truncated: 5000 bytes, buffer 4
+
+        "#]]
+        .assert_eq(&lines(Mode::Count, &event));
+        expect_test::expect![[r#"
+            Message received from 127.0.0.1:54321.
+            The message is [ \x1b[\u{9b}\u{202e} ].
+            truncated: 5000 bytes, buffer 4
+        "#]]
+        .assert_eq(&lines(Mode::Hello, &event));
+    }
+
+    #[test]
+    fn other_events_get_a_note_and_the_rate_limited_none() {
+        expect_test::expect![[r#"
+            Message received from 127.0.0.1:54321.
+            Not answered: it is a server's answer; answering it could start a loop between two servers.
+        "#]]
+        .assert_eq(&lines(Mode::Echo, &Event::Loop(LoopCause::ServerReply)));
+        assert_eq!(lines(Mode::Count, &Event::RateLimited), "");
+    }
+}

@@ -1,0 +1,106 @@
+//! [`Summary`]: the server's books, printed at exit.
+
+use std::fmt;
+
+/// How many distinct peers are counted exactly; past this the summary shows `≥65,536`, so
+/// that a flood of spoofed sources cannot grow the tally's memory (about 3 MiB at the cap).
+pub const PEER_TALLY_CAP: usize = 65_536;
+
+/// What the server saw. The books always balance:
+/// `received = counted + duplicates + malformed + rate_limited + busy + loops`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Datagrams received.
+    pub received: u64,
+    /// Accesses counted and answered: plain datagrams, and envelope requests seen for the first
+    /// time.
+    pub counted: u64,
+    /// Envelope requests seen before (a resend, or a copy the network made): answered from the
+    /// reply cache, or, when their sender has moved past them, recognised as done; never
+    /// counted again.
+    pub duplicates: u64,
+    /// Envelope attempts refused (answered with an error envelope) or ignored (replies and
+    /// errors sent to the server, which are never answered, so two servers cannot ping-pong).
+    pub malformed: u64,
+    /// Datagrams dropped unanswered because their source was over `--rate-limit`.
+    pub rate_limited: u64,
+    /// Envelope requests answered `busy` because the reply cache was full of live entries.
+    pub busy: u64,
+    /// Datagrams not answered because answering could start a loop: a server's answer, a
+    /// well-known source port, or an echo of our last answer (docs/PROTOCOL.md, "Loops").
+    pub loops: u64,
+    /// Counted datagrams longer than `--buffer`, cut and reported.
+    pub truncated: u64,
+    /// Distinct peers (address and port), exact up to [`PEER_TALLY_CAP`].
+    pub peers: u64,
+    /// Output lines dropped because stdout or stderr did not keep up (a blocked pipe, a paused
+    /// terminal): serving never waits for output.
+    pub lines_dropped: u64,
+    /// Answers not sent because they would have broken a source's anti-amplification budget.
+    pub amplification_dropped: u64,
+    /// Answers the system would not send.
+    pub send_failures: u64,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "received {}, counted {}, duplicates {}, malformed {}, rate-limited {}, busy {}, \
+             loops {}, truncated {}, peers ",
+            self.received,
+            self.counted,
+            self.duplicates,
+            self.malformed,
+            self.rate_limited,
+            self.busy,
+            self.loops,
+            self.truncated,
+        )?;
+        if self.peers >= PEER_TALLY_CAP as u64 {
+            write!(f, "≥65,536")?;
+        } else {
+            write!(f, "{}", self.peers)?;
+        }
+        for (name, value) in [
+            ("lines dropped", self.lines_dropped),
+            ("amplification-dropped", self.amplification_dropped),
+            ("send failures", self.send_failures),
+        ] {
+            if value > 0 {
+                write!(f, ", {name} {value}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peer_tally_saturates_in_the_summary() {
+        let mut summary = Summary {
+            peers: 65_535,
+            ..Summary::default()
+        };
+        assert!(summary.to_string().ends_with("peers 65535"));
+        summary.peers = PEER_TALLY_CAP as u64;
+        assert!(summary.to_string().ends_with("peers ≥65,536"));
+    }
+
+    #[test]
+    fn rare_figures_show_only_when_they_happened() {
+        let summary = Summary {
+            received: 3,
+            counted: 1,
+            loops: 2,
+            peers: 1,
+            lines_dropped: 7,
+            ..Summary::default()
+        };
+        expect_test::expect!["received 3, counted 1, duplicates 0, malformed 0, rate-limited 0, busy 0, loops 2, truncated 0, peers 1, lines dropped 7"]
+            .assert_eq(&summary.to_string());
+    }
+}
