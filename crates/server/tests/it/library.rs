@@ -7,7 +7,7 @@ use std::thread;
 use proto::{Envelope, ErrorCode, Id};
 use server::{Config, Encoding, Mode, Server, Summary};
 
-use crate::{Result, ask, has_ipv6, peer_for};
+use crate::{Result, ask, peer_for};
 
 /// Runs a server with `config` (bound to port 0 on `ip`), lets `talk` exchange datagrams with it,
 /// then stops it and returns its summary.
@@ -193,25 +193,6 @@ fn cuts_to_the_buffer_and_counts_the_cut() -> Result {
             ..Summary::default()
         }
     );
-    Ok(())
-}
-
-#[test]
-fn hello_mode_over_ipv6() -> Result {
-    if !has_ipv6()? {
-        return Ok(());
-    }
-    with_server(
-        "[::1]",
-        |c| c.mode = Mode::Hello,
-        |addr| {
-            let peer = peer_for(addr)?;
-            assert_eq!(ask(&peer, addr, b"Hello Server!!")?, b"Hello Client!!");
-            let max = vec![b'z'; proto::MAX_PAYLOAD_V6];
-            assert_eq!(ask(&peer, addr, &max)?, b"Hello Client!!");
-            Ok(())
-        },
-    )?;
     Ok(())
 }
 

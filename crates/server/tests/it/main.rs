@@ -1,5 +1,7 @@
 //! Server tests over real loopback sockets: the library driven in a thread, and the
 //! `udptalk-server` binary spawned as a user runs it. Peers are plain `std::net::UdpSocket`s.
+//! IPv6 is covered by the loopback matrix (`cargo xtask test`), whose table says `SKIP` with the
+//! reason on a machine without `::1`.
 
 mod binary;
 mod library;
@@ -30,19 +32,4 @@ fn ask(socket: &UdpSocket, server: SocketAddr, payload: &[u8]) -> Result<Vec<u8>
     assert_eq!(from, server, "the answer comes from the address asked");
     buf.truncate(len);
     Ok(buf)
-}
-
-/// Whether this machine can bind `[::1]`: `false` only when it has no IPv6 (EADDRNOTAVAIL or
-/// EAFNOSUPPORT, which Linux numbers 97); any other failure fails the test.
-fn has_ipv6() -> Result<bool> {
-    match UdpSocket::bind("[::1]:0") {
-        Ok(_) => Ok(true),
-        Err(e)
-            if e.kind() == std::io::ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(97) =>
-        {
-            eprintln!("skipped: this machine has no IPv6 loopback ({e})");
-            Ok(false)
-        }
-        Err(e) => Err(e.into()),
-    }
 }
