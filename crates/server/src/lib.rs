@@ -30,7 +30,7 @@ pub use amplification::{AMPLIFICATION_FACTOR, AmplificationBudget, wire_len};
 pub use args::{Args, Config, Encoding, Mode, RateLimit};
 pub use error::Error;
 pub use rate_limit::{RateLimiter, RateReport};
-pub use reply_cache::{CacheLimits, Lookup, ReplyCache};
+pub use reply_cache::{CacheLimits, Lookup, ReplyCache, STREAM_WINDOW};
 pub use server::{PEER_TALLY_CAP, Server, Summary};
 
 use std::io::Write;

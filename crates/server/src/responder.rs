@@ -37,6 +37,8 @@ enum Verdict {
     Again(u64),
     /// Its sender has moved past it: neither counted nor answered.
     Done,
+    /// Its id was answered for another body: refused (`bad_id`), counted as malformed.
+    Conflict,
     /// No room to remember it: answered `busy`, not counted.
     Busy,
 }
@@ -125,7 +127,7 @@ impl Responder {
                 Some(self.reply_text(count, kept).into_owned())
             }
             Datagram::Envelope(Ok(Envelope::Request { id, body, ack })) => {
-                let access = match self.admit(peer, id, ack, now) {
+                let access = match self.admit(peer, id, ack, body.as_bytes(), now) {
                     Verdict::New(access) => {
                         self.show_message(access, peer, body.as_bytes(), body.len());
                         access
@@ -160,6 +162,21 @@ impl Responder {
                         };
                         return Some(busy.encode_to_vec());
                     }
+                    Verdict::Conflict => {
+                        self.summary.malformed += 1;
+                        self.show_note(
+                            peer,
+                            format_args!("Rejected: id {id} was answered for another body."),
+                        );
+                        let refusal = Envelope::Error {
+                            id: Some(id),
+                            code: ErrorCode::BadId,
+                            message: format!(
+                                "id {id} was already used for another request; use a new id"
+                            ),
+                        };
+                        return Some(refusal.encode_to_vec());
+                    }
                 };
                 let body =
                     String::from_utf8_lossy(&self.reply_text(access, body.as_bytes())).into_owned();
@@ -188,15 +205,23 @@ impl Responder {
     }
 
     /// At most once: a request counts the first time its (peer, id) is seen.
-    fn admit(&mut self, peer: SocketAddr, id: Id, ack: Option<Id>, now: Instant) -> Verdict {
-        match self.cache.check(peer, id, ack, now) {
+    fn admit(
+        &mut self,
+        peer: SocketAddr,
+        id: Id,
+        ack: Option<Id>,
+        body: &[u8],
+        now: Instant,
+    ) -> Verdict {
+        match self.cache.check(peer, id, ack, body, now) {
             Lookup::New => {
                 let access = self.count();
-                self.cache.record(peer, id, access, now);
+                self.cache.record(peer, id, body, access, now);
                 Verdict::New(access)
             }
             Lookup::Answered { access } => Verdict::Again(access),
             Lookup::Done => Verdict::Done,
+            Lookup::Conflict => Verdict::Conflict,
             Lookup::Busy => Verdict::Busy,
         }
     }
