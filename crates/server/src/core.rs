@@ -111,6 +111,7 @@ enum Verdict {
     New(u64),
     Again(u64),
     Done,
+    Conflict,
     Busy,
 }
 
@@ -240,7 +241,7 @@ impl Core {
                 }
             }
             Datagram::Envelope(Ok(Envelope::Request { id, body, ack })) => {
-                let (event, access) = match self.admit(peer, id, ack, now) {
+                let (event, access) = match self.admit(peer, id, ack, body.as_bytes(), now) {
                     Verdict::New(access) => {
                         let len = body.len();
                         let mut text = Vec::new();
@@ -257,6 +258,23 @@ impl Core {
                     Verdict::Done => {
                         self.summary.duplicates += 1;
                         return Event::Done { id };
+                    }
+                    Verdict::Conflict => {
+                        self.summary.malformed += 1;
+                        let refusal = Envelope::Error {
+                            id: Some(id),
+                            code: ErrorCode::BadId,
+                            message: format!(
+                                "id {id} was already answered for a request with another body; \
+                                 a resend repeats its body exactly, so send a new message with \
+                                 a new id"
+                            ),
+                        };
+                        refusal.encode(answer);
+                        let Envelope::Error { code, message, .. } = refusal else {
+                            unreachable!("built as an error just above")
+                        };
+                        return Event::Refused { code, message };
                     }
                     Verdict::Busy => {
                         self.summary.busy += 1;
@@ -295,16 +313,25 @@ impl Core {
         }
     }
 
-    /// At most once: a request counts the first time its (peer, id) is seen.
-    fn admit(&mut self, peer: SocketAddr, id: Id, ack: Option<Id>, now: Instant) -> Verdict {
-        match self.cache.check(peer, id, ack, now) {
+    /// At most once: a request counts the first time its (peer, id) is seen, and a resend is
+    /// the same request only if its body is the same.
+    fn admit(
+        &mut self,
+        peer: SocketAddr,
+        id: Id,
+        ack: Option<Id>,
+        body: &[u8],
+        now: Instant,
+    ) -> Verdict {
+        match self.cache.check(peer, id, ack, body, now) {
             Lookup::New => {
                 let access = self.count();
-                self.cache.record(peer, id, access, now);
+                self.cache.record(peer, id, body, access, now);
                 Verdict::New(access)
             }
             Lookup::Answered { access } => Verdict::Again(access),
             Lookup::Done => Verdict::Done,
+            Lookup::Conflict => Verdict::Conflict,
             Lookup::Busy => Verdict::Busy,
         }
     }
@@ -518,6 +545,68 @@ mod tests {
         let summary = core.summary();
         assert_eq!((summary.counted, summary.duplicates), (2, 2));
         assert!(books_balance(summary));
+    }
+
+    #[test]
+    fn a_resend_gets_the_original_answer_and_a_reused_id_with_another_body_bad_id() {
+        let now = Instant::now();
+        let peer = addr(40_000);
+        for mode in [Mode::Count, Mode::Hello, Mode::Echo] {
+            let mut core = core(|c| c.mode = mode);
+            let (_, first) = exchange(&mut core, peer, &request(7, "one", Some(7)), now);
+            let (_, again) = exchange(&mut core, peer, &request(7, "one", Some(7)), now);
+            assert_eq!(first, again, "{mode:?}: a true resend, the same answer");
+            let (event, other) = exchange(&mut core, peer, &request(7, "two", Some(7)), now);
+            assert!(
+                event.starts_with("Rejected: bad_id: id 7 was already answered"),
+                "{event}"
+            );
+            let Ok(Envelope::Error { code, .. }) =
+                Envelope::decode(&other.unwrap_or_default(), 65_535)
+            else {
+                panic!("{mode:?}: an error envelope answers a reused id");
+            };
+            assert_eq!(code, ErrorCode::BadId);
+            let summary = core.summary();
+            assert_eq!(
+                (summary.counted, summary.duplicates, summary.malformed),
+                (1, 1, 1),
+                "{mode:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn forged_acks_from_a_clients_address_never_silence_it() {
+        // The attack that silenced a client: requests forged from its address with id/ack
+        // values half the id space apart, then its own next requests.
+        let now = Instant::now();
+        let mut core = core(|_| {});
+        let client = addr(40_000);
+        let start = 123_456_789;
+        let (_, sent) = exchange(&mut core, client, &request(start, "a", Some(start)), now);
+        assert!(sent.is_some());
+        let at = |n: u64| Id::MIN.wrapping_add(start - 1 + n).get();
+        // With one watermark per peer, a forged ack anywhere in the half of the ring after the
+        // client's ids moved it there, and everything the client sent next looked done. Ids
+        // farther than 2^16 from the client's are in streams of their own now.
+        for forged in [at(1 << 20), at(1 << 40), at(proto::MAX_ID / 2 - 1)] {
+            let _ = exchange(
+                &mut core,
+                client,
+                &request(forged, "forged", Some(forged)),
+                now,
+            );
+        }
+        for n in 1..=10 {
+            let id = start + n;
+            let (event, sent) = exchange(&mut core, client, &request(id, "b", Some(id)), now);
+            assert!(
+                event.starts_with("Counted as access"),
+                "request {n}: {event}"
+            );
+            assert!(sent.is_some());
+        }
     }
 
     #[test]
