@@ -8,6 +8,10 @@ use clap::{Parser, ValueEnum};
 
 use crate::Error;
 
+/// The longest `--timeout` or `--deadline` accepted: a year. Longer ones are refused at once,
+/// rather than overflow the clock when added to the present (`Instant + Duration` panics).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// How messages are put on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Encoding {
@@ -157,10 +161,39 @@ impl Config {
     }
 }
 
+/// A duration from 1ns to [`MAX_DURATION`], written as humantime reads it: `2s`, `500ms`, `1h 30m`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
+    let max_days = MAX_DURATION.as_secs() / (24 * 60 * 60);
     match humantime::parse_duration(text) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err("the duration must be more than zero".to_owned()),
-        Err(e) => Err(format!("{e}; write a duration such as 2s or 500ms")),
+        Ok(d) if d.is_zero() => Err("the duration must be more than zero".to_owned()),
+        Ok(d) if d > MAX_DURATION => Err(format!(
+            "{text} is over the longest duration accepted, {max_days} days; write a shorter \
+             one such as 2s or 10m"
+        )),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!(
+            "{e}; write a duration of at most {max_days} days, such as 2s or 500ms"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_refused_past_the_maximum() {
+        assert_eq!(parse_duration("365days"), Ok(MAX_DURATION));
+        for text in [
+            "366days",
+            "18446744073709551615s",
+            "99999999999999999999999s",
+        ] {
+            let refused = parse_duration(text);
+            assert!(
+                refused.as_ref().is_err_and(|e| e.contains("365 days")),
+                "{text}: {refused:?}"
+            );
+        }
     }
 }
