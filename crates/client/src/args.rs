@@ -32,17 +32,19 @@ pub enum Encoding {
 ///
 /// With --encoding json each message carries an id, unanswered ones are resent (--retries), and
 /// a duplicated or stray answer is dropped, never printed. A summary goes to stderr at exit when
-/// anything was resent or lost, or with -v; Ctrl-C prints it and exits 130.
+/// anything was resent, lost or interrupted, or with -v. Ctrl-C (SIGINT), SIGTERM and SIGHUP
+/// stop the run: the message in flight counts as interrupted, the summary is printed, and the
+/// exit code is 128 + the signal's number.
 ///
-/// Exit codes (the most serious outcome seen):
+/// Exit codes (the most serious outcome seen: 4, then 3, 6, 5):
 ///   0  every message was answered
 ///   5  a reply was longer than --buffer and was cut (and reported)
 ///   6  the server answered with an error envelope
 ///   3  a message got no reply after every attempt, or --deadline passed
 ///   4  no server is listening (the run ends at once)
-///   2  bad usage, or a message over the UDP payload limit (nothing sent)
+///   2  bad usage, or a message over the UDP payload limit (what was sent is said)
 ///   1  anything else (e.g. --encoding json and the reply is not an envelope)
-///   130  interrupted (Ctrl-C), after printing the summary
+///   130, 143, 129  stopped by SIGINT (Ctrl-C), SIGTERM or SIGHUP, after the summary
 #[derive(Debug, Parser)]
 #[command(name = "udptalk-client", version, verbatim_doc_comment)]
 pub struct Args {
@@ -55,7 +57,8 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", default_value = proto::DEFAULT_ADDR)]
     pub server: String,
 
-    /// How long to wait for a reply before giving up or resending, e.g. 2s or 500ms
+    /// How long to wait for a reply before giving up or resending, e.g. 2s or 500ms (at most
+    /// 365 days)
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub timeout: Duration,
 
@@ -69,7 +72,8 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
 
-    /// Bound on the whole run, e.g. 10s; when it passes the client stops with exit code 3
+    /// Bound on the whole run, e.g. 10s (at most 365 days); when it passes, even while waiting
+    /// for a line of input, the client prints the summary and exits with code 3
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub deadline: Option<Duration>,
 
@@ -97,6 +101,8 @@ pub struct Config {
     pub encoding: Encoding,
     /// Longest reply kept, in bytes.
     pub buffer: usize,
+    /// Bound on the whole run, from its start.
+    pub deadline: Option<Duration>,
 }
 
 impl Config {
@@ -108,6 +114,7 @@ impl Config {
             retries: 0,
             encoding: Encoding::Plain,
             buffer: proto::MAX_BUFFER,
+            deadline: None,
         }
     }
 
@@ -157,6 +164,7 @@ impl Config {
             retries,
             encoding: args.encoding,
             buffer: usize::from(args.buffer),
+            deadline: args.deadline,
         })
     }
 }
