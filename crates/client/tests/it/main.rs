@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use proto::{Envelope, ErrorCode};
 
+mod hostile;
 mod retries;
 mod stops;
 
