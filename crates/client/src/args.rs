@@ -8,6 +8,10 @@ use clap::{Parser, ValueEnum};
 
 use crate::Error;
 
+/// The longest `--timeout` or `--deadline` accepted: a year. Longer ones are refused at once,
+/// rather than overflow the clock when added to the present (`Instant + Duration` panics).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// How messages are put on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Encoding {
@@ -28,17 +32,19 @@ pub enum Encoding {
 ///
 /// With --encoding json each message carries an id, unanswered ones are resent (--retries), and
 /// a duplicated or stray answer is dropped, never printed. A summary goes to stderr at exit when
-/// anything was resent or lost, or with -v; Ctrl-C prints it and exits 130.
+/// anything was resent, lost or interrupted, or with -v. Ctrl-C (SIGINT), SIGTERM and SIGHUP
+/// stop the run: the message in flight counts as interrupted, the summary is printed, and the
+/// exit code is 128 + the signal's number.
 ///
-/// Exit codes (the most serious outcome seen):
+/// Exit codes (the most serious outcome seen: 4, then 3, 6, 5):
 ///   0  every message was answered
 ///   5  a reply was longer than --buffer and was cut (and reported)
 ///   6  the server answered with an error envelope
 ///   3  a message got no reply after every attempt, or --deadline passed
 ///   4  no server is listening (the run ends at once)
-///   2  bad usage, or a message over the UDP payload limit (nothing sent)
+///   2  bad usage, or a message over the UDP payload limit (what was sent is said)
 ///   1  anything else (e.g. --encoding json and the reply is not an envelope)
-///   130  interrupted (Ctrl-C), after printing the summary
+///   130, 143, 129  stopped by SIGINT (Ctrl-C), SIGTERM or SIGHUP, after the summary
 #[derive(Debug, Parser)]
 #[command(name = "udptalk-client", version, verbatim_doc_comment)]
 pub struct Args {
@@ -51,7 +57,8 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", default_value = proto::DEFAULT_ADDR)]
     pub server: String,
 
-    /// How long to wait for a reply before giving up or resending, e.g. 2s or 500ms
+    /// How long to wait for a reply before giving up or resending, e.g. 2s or 500ms (at most
+    /// 365 days)
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub timeout: Duration,
 
@@ -65,7 +72,8 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
 
-    /// Bound on the whole run, e.g. 10s; when it passes the client stops with exit code 3
+    /// Bound on the whole run, e.g. 10s (at most 365 days); when it passes, even while waiting
+    /// for a line of input, the client prints the summary and exits with code 3
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub deadline: Option<Duration>,
 
@@ -93,6 +101,8 @@ pub struct Config {
     pub encoding: Encoding,
     /// Longest reply kept, in bytes.
     pub buffer: usize,
+    /// Bound on the whole run, from its start.
+    pub deadline: Option<Duration>,
 }
 
 impl Config {
@@ -104,6 +114,7 @@ impl Config {
             retries: 0,
             encoding: Encoding::Plain,
             buffer: proto::MAX_BUFFER,
+            deadline: None,
         }
     }
 
@@ -153,14 +164,44 @@ impl Config {
             retries,
             encoding: args.encoding,
             buffer: usize::from(args.buffer),
+            deadline: args.deadline,
         })
     }
 }
 
+/// A duration from 1ns to [`MAX_DURATION`], written as humantime reads it: `2s`, `500ms`, `1h 30m`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
+    let max_days = MAX_DURATION.as_secs() / (24 * 60 * 60);
     match humantime::parse_duration(text) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err("the duration must be more than zero".to_owned()),
-        Err(e) => Err(format!("{e}; write a duration such as 2s or 500ms")),
+        Ok(d) if d.is_zero() => Err("the duration must be more than zero".to_owned()),
+        Ok(d) if d > MAX_DURATION => Err(format!(
+            "{text} is over the longest duration accepted, {max_days} days; write a shorter \
+             one such as 2s or 10m"
+        )),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!(
+            "{e}; write a duration of at most {max_days} days, such as 2s or 500ms"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_refused_past_the_maximum() {
+        assert_eq!(parse_duration("365days"), Ok(MAX_DURATION));
+        for text in [
+            "366days",
+            "18446744073709551615s",
+            "99999999999999999999999s",
+        ] {
+            let refused = parse_duration(text);
+            assert!(
+                refused.as_ref().is_err_and(|e| e.contains("365 days")),
+                "{text}: {refused:?}"
+            );
+        }
     }
 }

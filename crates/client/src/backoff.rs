@@ -35,12 +35,14 @@ impl Backoff {
     /// added as a fraction of the base wait.
     pub fn wait(&self, attempt: u32, jitter: f64) -> Duration {
         let base = self.base(attempt);
-        base + base.mul_f64(jitter.clamp(0.0, Self::MAX_JITTER))
+        base.saturating_add(base.mul_f64(jitter.clamp(0.0, Self::MAX_JITTER)))
     }
 
     /// The shortest time a message that is never answered can take: every wait without jitter.
     pub fn minimum_total(&self) -> Duration {
-        (0..self.attempts()).map(|attempt| self.base(attempt)).sum()
+        (0..self.attempts())
+            .map(|attempt| self.base(attempt))
+            .fold(Duration::ZERO, Duration::saturating_add)
     }
 }
 
@@ -82,6 +84,7 @@ mod tests {
             retries: u32::MAX,
         };
         assert_eq!(backoff.base(u32::MAX), Duration::MAX);
+        assert_eq!(backoff.wait(u32::MAX, Backoff::MAX_JITTER), Duration::MAX);
         assert_eq!(backoff.attempts(), u32::MAX);
     }
 }

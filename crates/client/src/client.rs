@@ -1,12 +1,13 @@
 //! One connected socket and the exchange of one message with the server, resends included.
 
-use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::fmt;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use proto::{Envelope, ErrorCode, Id, RECV_BUFFER, RETRY_WINDOW};
+use proto::{Datagram, Envelope, ErrorCode, Id, RECV_BUFFER, RETRY_WINDOW};
 
-use crate::{Backoff, Config, Encoding, Error};
+use crate::sys::{self, Socket};
+use crate::{Backoff, Config, Encoding, Error, Interruption, Stop, Which};
 
 /// How one message ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,14 +28,47 @@ pub enum Outcome {
         message: String,
     },
     /// Nothing came back after every attempt.
-    NoReply {
-        /// Where the message went.
-        peer: SocketAddr,
-        /// How long the client waited in all.
-        after: Duration,
-        /// How many datagrams were sent.
-        attempts: u32,
-    },
+    NoReply(NoReply),
+    /// The wait for the answer was cut short: the message was sent, and is neither answered
+    /// nor lost.
+    Interrupted(Interruption),
+}
+
+/// A message that got no answer after every attempt: reported, and the run goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoReply {
+    /// Where the message went.
+    pub peer: SocketAddr,
+    /// How long the client waited in all.
+    pub after: Duration,
+    /// How many datagrams were sent.
+    pub attempts: u32,
+}
+
+impl fmt::Display for NoReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let NoReply {
+            peer,
+            after,
+            attempts,
+        } = self;
+        let after = humantime::format_duration(*after);
+        if *attempts > 1 {
+            write!(
+                f,
+                "no reply from {peer} to {attempts} attempts over {after}: the server is not \
+                 answering or the path loses datagrams; check that it runs, or raise --timeout \
+                 or --retries"
+            )
+        } else {
+            write!(
+                f,
+                "no reply from {peer} within {after}: the request or its answer was lost, or \
+                 the server is not answering; check that it runs, or raise --timeout (or \
+                 --retries, which plain text risks counting twice)"
+            )
+        }
+    }
 }
 
 /// One message's exchange: how it ended, and what it cost.
@@ -52,9 +86,16 @@ pub struct Exchange {
     pub dropped: u64,
 }
 
+/// A message checked and encoded by [`Client::prepare`], ready for [`Client::exchange`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    id: Id,
+    datagram: Vec<u8>,
+}
+
 /// A client connected to one of the server's addresses.
 pub struct Client {
-    socket: UdpSocket,
+    socket: Socket,
     config: Config,
     backoff: Backoff,
     /// Index in `config.servers` of the address in use.
@@ -75,7 +116,7 @@ impl Client {
         })?;
         let first_id = rand::random_range(1..=proto::MAX_ID);
         Ok(Client {
-            socket: connected_socket(first)?,
+            socket: Socket::connect(first)?,
             backoff: Backoff {
                 timeout: config.timeout,
                 retries: config.retries,
@@ -103,82 +144,110 @@ impl Client {
             .unwrap_or(proto::MAX_PAYLOAD_V4)
     }
 
-    /// Refuses a message that cannot be sent as it is: longer than one datagram, or, in JSON
-    /// mode, not UTF-8 (a JSON string is text; changing the bytes would lose them silently).
-    pub fn check_message(&self, message: &[u8]) -> Result<(), Error> {
-        if self.config.encoding == Encoding::Json
-            && let Err(e) = std::str::from_utf8(message)
-        {
-            return Err(Error::NotText {
-                valid_up_to: e.valid_up_to(),
+    /// Checks and encodes `message`, giving it the next id. Refuses a message that cannot be
+    /// sent as it is: longer than one datagram carries, or, in JSON mode, not UTF-8 (a JSON
+    /// string is text; changing the bytes would lose them silently).
+    pub fn prepare(&mut self, message: &[u8], which: Which) -> Result<Outgoing, Error> {
+        let id = self.next_id;
+        let datagram = match self.config.encoding {
+            Encoding::Plain => message.to_vec(),
+            Encoding::Json => {
+                let body = std::str::from_utf8(message).map_err(|e| Error::NotText {
+                    which,
+                    valid_up_to: e.valid_up_to(),
+                })?;
+                request(id, body)
+            }
+        };
+        if datagram.len() > self.max_payload() {
+            let body = datagram.len() - self.overhead(id);
+            return Err(Error::TooLarge {
+                which,
+                len: message.len(),
+                escaped: (body != message.len()).then_some(body),
+                limit: self.limit(id),
+                encoding: self.config.encoding,
             });
         }
-        let max = self.max_payload();
-        let len = self.encode(message, self.next_id).len();
-        if len > max {
-            return Err(Error::MessageTooLarge { len, max });
-        }
-        Ok(())
+        self.next_id = id.next();
+        Ok(Outgoing { id, datagram })
     }
 
-    fn encode(&self, message: &[u8], id: Id) -> Vec<u8> {
+    /// The refusal of a message of `len` bytes, too long to be read whole (a line of input).
+    pub fn too_large(&self, len: usize, which: Which) -> Error {
+        Error::TooLarge {
+            which,
+            len,
+            escaped: None,
+            limit: self.limit(self.next_id),
+            encoding: self.config.encoding,
+        }
+    }
+
+    /// The bytes a datagram with id `id` spends around the message: none in plain text, the
+    /// envelope's members in JSON.
+    fn overhead(&self, id: Id) -> usize {
         match self.config.encoding {
-            Encoding::Plain => message.to_vec(),
-            Encoding::Json => Envelope::Request {
-                id,
-                // `check_message` refuses bytes that are not UTF-8 before anything is sent.
-                body: String::from_utf8_lossy(message).into_owned(),
-                // One request at a time: the one being sent is the lowest still awaited.
-                ack: Some(id),
-            }
-            .encode_to_vec(),
+            Encoding::Plain => 0,
+            Encoding::Json => request(id, "").len(),
         }
     }
 
-    /// Sends `message`, calls `sent` once it is on its way, and waits for the answer, resending
-    /// on the [`Backoff`] schedule (never later than [`RETRY_WINDOW`] after the first send).
-    /// When the address in use refuses (nothing listens), the message goes to the server's
-    /// next address; when every address refused, the run ends with [`Error::Refused`].
+    /// The longest message the datagram with id `id` carries.
+    fn limit(&self, id: Id) -> usize {
+        self.max_payload().saturating_sub(self.overhead(id))
+    }
+
+    /// Sends `outgoing`, calls `sent` once it is on its way, and waits for the answer, resending
+    /// on the [`Backoff`] schedule (never later than [`RETRY_WINDOW`] after the first send),
+    /// until `stop` says to stop. When the address in use refuses (nothing listens), the
+    /// message goes to the server's next address; when every address refused, the run ends
+    /// with [`Error::Refused`].
     pub fn exchange(
         &mut self,
-        message: &[u8],
+        outgoing: &Outgoing,
         mut sent: impl FnMut() -> Result<(), Error>,
+        stop: &Stop,
     ) -> Result<Exchange, Error> {
-        self.check_message(message)?;
-        let id = self.next_id;
-        self.next_id = id.next();
-        let datagram = self.encode(message, id);
+        let Outgoing { id, datagram } = outgoing;
+        let id = *id;
         self.warn_if_fragmenting(datagram.len());
+        let mut refusals = 0;
         if self.config.encoding == Encoding::Plain {
-            self.discard_late_replies();
+            self.discard_late_replies(&mut refusals)?;
         }
         let mut exchange = Exchange {
-            outcome: Outcome::NoReply {
+            outcome: Outcome::NoReply(NoReply {
                 peer: self.peer(),
                 after: Duration::ZERO,
                 attempts: 0,
-            },
+            }),
             attempts: 0,
             rtt: None,
             dropped: 0,
         };
         let first_send = Instant::now();
-        let mut refusals = 0;
         let mut attempt = 0;
         // `Sent a message.` once per message, however many datagrams carry it.
         let mut told = false;
         while attempt < self.backoff.attempts() {
-            if attempt > 0 && first_send.elapsed() >= RETRY_WINDOW {
-                log::debug!(
-                    "id {id}: no resend after the {}s retry window",
-                    RETRY_WINDOW.as_secs()
-                );
-                break;
+            if attempt > 0 {
+                if first_send.elapsed() >= RETRY_WINDOW {
+                    log::debug!(
+                        "id {id}: no resend after the {}s retry window",
+                        RETRY_WINDOW.as_secs()
+                    );
+                    break;
+                }
+                if let Some(interruption) = stop.check() {
+                    exchange.outcome = Outcome::Interrupted(interruption);
+                    return Ok(exchange);
+                }
             }
             let peer = self.peer();
             let sent_at = Instant::now();
-            if let Err(refused) = self.send(&datagram) {
-                self.next_address(refused, &mut refusals)?;
+            if let Err(e) = self.socket.send(datagram) {
+                self.refusal_or_error(e, "sending", &mut refusals)?;
                 continue;
             }
             exchange.attempts += 1;
@@ -195,104 +264,100 @@ impl Client {
                 self.backoff.attempts(),
                 humantime::format_duration(wait)
             );
-            match self.wait_answer(id, sent_at + wait, &mut exchange.dropped) {
+            // `None`: further than the clock reaches, which no deadline can be either.
+            let until = sent_at.checked_add(wait);
+            match self.wait_answer(id, until, &mut exchange.dropped, stop) {
                 Ok(Some(Outcome::ServerError {
                     code: ErrorCode::Busy,
                     ..
                 })) if attempt + 1 < self.backoff.attempts() => {
                     // Busy is the server asking to be asked again later: the backoff does that.
                     log::info!("id {id}: the server is busy; resending after the backoff");
-                    std::thread::sleep((sent_at + wait).saturating_duration_since(Instant::now()));
+                    if let Err(interruption) = stop.sleep_until(until) {
+                        exchange.outcome = Outcome::Interrupted(interruption);
+                        return Ok(exchange);
+                    }
                 }
                 Ok(Some(outcome)) => {
-                    if exchange.attempts == 1 {
+                    let answered =
+                        matches!(outcome, Outcome::Reply { .. } | Outcome::ServerError { .. });
+                    if answered && exchange.attempts == 1 {
                         exchange.rtt = Some(sent_at.elapsed());
                     }
                     exchange.outcome = outcome;
                     return Ok(exchange);
                 }
                 Ok(None) => {}
-                Err(refused @ Error::Refused { .. }) => {
-                    self.next_address(refused, &mut refusals)?;
+                Err(Failure::Refused(e)) => {
+                    self.refusal_or_error(e, "receiving", &mut refusals)?;
                     exchange.attempts -= 1;
                     continue;
                 }
-                Err(other) => return Err(other),
+                Err(Failure::Other(e)) => return Err(e),
             }
             attempt += 1;
         }
-        exchange.outcome = Outcome::NoReply {
+        exchange.outcome = Outcome::NoReply(NoReply {
             peer: self.peer(),
             // The schedule's waits (without jitter): `2s` for one attempt with --timeout 2s.
-            after: (0..exchange.attempts).map(|a| self.backoff.base(a)).sum(),
+            after: (0..exchange.attempts)
+                .map(|a| self.backoff.base(a))
+                .fold(Duration::ZERO, Duration::saturating_add),
             attempts: exchange.attempts,
-        };
+        });
         Ok(exchange)
     }
 
-    /// Moves to the server's next address after `refused`; fails when every address refused.
-    fn next_address(&mut self, refused: Error, refusals: &mut usize) -> Result<(), Error> {
+    /// After a send or receive failed with `e`: when it is a refusal, moves to the server's next
+    /// address, failing with [`Error::Refused`] when every address refused; otherwise fails
+    /// with the socket error.
+    fn refusal_or_error(
+        &mut self,
+        e: std::io::Error,
+        doing: &'static str,
+        refusals: &mut usize,
+    ) -> Result<(), Error> {
+        if !sys::refused(&e) {
+            return Err(Error::Socket { doing, source: e });
+        }
+        let refused = Error::Refused { peer: self.peer() };
         *refusals += 1;
         if *refusals >= self.config.servers.len() {
             return Err(refused);
         }
         log::info!("{refused}; trying the server's next address");
         self.current = (self.current + 1) % self.config.servers.len();
-        self.socket = connected_socket(self.peer())?;
+        self.socket = Socket::connect(self.peer())?;
         Ok(())
     }
 
-    fn send(&self, datagram: &[u8]) -> Result<(), Error> {
-        match self.socket.send(datagram) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                Err(Error::Refused { peer: self.peer() })
-            }
-            Err(source) => Err(Error::Socket {
-                doing: "sending",
-                source,
-            }),
-        }
-    }
-
-    /// Waits until `until` for the answer to `id`; `None` when none came.
+    /// Waits until `until` (`None`: until interrupted) for the answer to `id`; `None` when none
+    /// came, [`Outcome::Interrupted`] when `stop` says to stop.
     fn wait_answer(
         &mut self,
         id: Id,
-        until: Instant,
+        until: Option<Instant>,
         dropped: &mut u64,
-    ) -> Result<Option<Outcome>, Error> {
+        stop: &Stop,
+    ) -> Result<Option<Outcome>, Failure> {
         loop {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(None);
-            }
-            self.socket
-                .set_read_timeout(Some(left))
-                .map_err(|source| Error::Socket {
-                    doing: "setting the receive timeout",
-                    source,
-                })?;
-            match self.socket.recv(&mut self.buf) {
-                Ok(len) => match self.read_answer(len, id)? {
+            let slice = match stop.slice(until) {
+                Ok(slice) if slice.is_zero() => return Ok(None),
+                Ok(slice) => slice,
+                Err(interruption) => return Ok(Some(Outcome::Interrupted(interruption))),
+            };
+            match self.socket.recv(&mut self.buf, slice) {
+                Ok(Some(len)) => match self.read_answer(len, id).map_err(Failure::Other)? {
                     Some(outcome) => return Ok(Some(outcome)),
                     None => *dropped += 1,
                 },
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    return Err(Error::Refused { peer: self.peer() });
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Ok(None) => {}
+                Err(e) if sys::refused(&e) => return Err(Failure::Refused(e)),
                 Err(source) => {
-                    return Err(Error::Socket {
+                    return Err(Failure::Other(Error::Socket {
                         doing: "receiving",
                         source,
-                    });
+                    }));
                 }
             }
         }
@@ -327,24 +392,36 @@ impl Client {
                     );
                     Ok(None)
                 }
-                Err(rejection) => Err(Error::NotEnvelope {
-                    peer: self.peer(),
-                    detail: rejection.error.to_string(),
-                }),
+                // An envelope attempt (a JSON object with `v`) of another version or malformed
+                // is not the same news as plain text, and asks for another remedy.
+                Err(rejection) => match proto::classify(datagram, RECV_BUFFER) {
+                    Datagram::Envelope(_) => Err(Error::UnreadableEnvelope {
+                        peer: self.peer(),
+                        error: rejection.error,
+                    }),
+                    Datagram::Plain => Err(Error::NotEnvelope {
+                        peer: self.peer(),
+                        detail: rejection.error.to_string(),
+                    }),
+                },
             },
         }
     }
 
     /// Drops datagrams that arrived after their request timed out, so that in plain mode (no
     /// ids) a late answer is never taken for the answer to the next message.
-    fn discard_late_replies(&mut self) {
-        if self.socket.set_nonblocking(true).is_err() {
-            return;
+    fn discard_late_replies(&mut self, refusals: &mut usize) -> Result<(), Error> {
+        match self.socket.drain(&mut self.buf) {
+            Ok(0) => Ok(()),
+            Ok(n) => {
+                log::warn!(
+                    "discarded {n} late repl{} to earlier messages",
+                    if n == 1 { "y" } else { "ies" }
+                );
+                Ok(())
+            }
+            Err(e) => self.refusal_or_error(e, "discarding late replies", refusals),
         }
-        while let Ok(len) = self.socket.recv(&mut self.buf) {
-            log::warn!("discarded a late reply of {len} bytes to an earlier message");
-        }
-        let _ = self.socket.set_nonblocking(false);
     }
 
     /// Warns once that datagrams this long may be fragmented on the way (RFC 8085 §3.2): one
@@ -366,19 +443,20 @@ impl Client {
     }
 }
 
-/// A socket of `peer`'s family on an ephemeral port, connected to `peer`.
-fn connected_socket(peer: SocketAddr) -> Result<UdpSocket, Error> {
-    let local: SocketAddr = match peer {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let socket = UdpSocket::bind(local).map_err(|source| Error::Socket {
-        doing: "binding",
-        source,
-    })?;
-    socket.connect(peer).map_err(|source| Error::Socket {
-        doing: "connecting",
-        source,
-    })?;
-    Ok(socket)
+/// Why a wait for an answer failed: a refusal moves on to the next address, anything else ends
+/// the run.
+enum Failure {
+    Refused(std::io::Error),
+    Other(Error),
+}
+
+/// A JSON request with `id` carrying `body`.
+fn request(id: Id, body: &str) -> Vec<u8> {
+    Envelope::Request {
+        id,
+        body: body.to_owned(),
+        // One request at a time: the one being sent is the lowest still awaited.
+        ack: Some(id),
+    }
+    .encode_to_vec()
 }

@@ -1,11 +1,16 @@
-//! The client's one error type, worded for the user, and its exit codes.
+//! The client's one error type: what ends a run before its input is done, worded for the user.
+//! (A message that gets no answer does not end the run: it is an [`crate::Outcome`].)
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 
-/// What ends a run early, or (for [`Error::NoReply`]) what is reported for one message.
+use proto::DecodeError;
+use proto::text::Printable;
+
+use crate::Encoding;
+
+/// What ends a run early.
 #[derive(Debug)]
 pub enum Error {
     /// Occurs when `--server` names no address udptalk can use.
@@ -15,50 +20,53 @@ pub enum Error {
         /// Why it cannot be used.
         reason: String,
     },
-    /// Occurs when a message given on the command line is over the UDP payload limit.
-    MessageTooLarge {
-        /// The message's length.
+    /// Occurs when a message or a line of input does not fit in one datagram to the server.
+    TooLarge {
+        /// Which message.
+        which: Which,
+        /// Its length in bytes.
         len: usize,
-        /// The largest payload towards the server.
-        max: usize,
+        /// Its length once escaped for a JSON envelope, when that differs.
+        escaped: Option<usize>,
+        /// The longest message a datagram to the server can carry (in JSON mode, the payload
+        /// limit less the envelope around the body).
+        limit: usize,
+        /// How it would have been sent.
+        encoding: Encoding,
     },
     /// Occurs when a message for a JSON envelope is not UTF-8 text.
     NotText {
+        /// Which message.
+        which: Which,
         /// Offset of the first byte that is not UTF-8.
         valid_up_to: usize,
     },
-    /// Occurs when a line of input is over the UDP payload limit.
-    LineTooLarge {
-        /// The line's number, from 1.
-        number: u64,
-        /// The largest payload towards the server.
-        max: usize,
+    /// Occurs when a command-line message is not valid Unicode on a system that passes
+    /// arguments as Unicode (Windows).
+    ArgNotUnicode {
+        /// The message's number, from 1.
+        number: usize,
     },
     /// Occurs when every address of the server answered ICMP port unreachable: nothing listens.
     Refused {
         /// The (last) address tried.
         peer: SocketAddr,
     },
-    /// Occurs when a message got no answer after every attempt.
-    NoReply {
-        /// The address the message went to.
-        peer: SocketAddr,
-        /// How long the client waited in all.
-        after: Duration,
-        /// How many datagrams were sent.
-        attempts: u32,
-    },
-    /// Occurs when `--deadline` passes before the run is over.
-    Deadline {
-        /// The deadline.
-        after: Duration,
-    },
-    /// Occurs when a JSON-mode client gets a reply that is not an envelope.
+    /// Occurs when a JSON-mode client gets a reply that is no envelope at all (not a JSON object
+    /// with a `v` member): the server speaks plain text.
     NotEnvelope {
         /// The server.
         peer: SocketAddr,
         /// What is wrong with it.
         detail: String,
+    },
+    /// Occurs when a JSON-mode client gets an envelope it cannot read: another version, or a
+    /// malformed one.
+    UnreadableEnvelope {
+        /// The server.
+        peer: SocketAddr,
+        /// What is wrong with it.
+        error: DecodeError,
     },
     /// Occurs when the socket fails in a way that says nothing about the server.
     Socket {
@@ -79,22 +87,57 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// The exit code for this error: 2 usage, 4 nothing listens, 3 no reply, 1 anything else.
-    pub fn exit_code(&self) -> u8 {
+/// Which message an error is about: the command line's are all checked before any is sent,
+/// the lines of input one at a time as they come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    /// The `number`th MESSAGE argument, from 1.
+    Message(usize),
+    /// The `number`th line of input, from 1.
+    Line(u64),
+}
+
+impl Which {
+    /// What was sent before a refusal of this message: the truth for the user.
+    fn sent_before(self) -> String {
         match self {
-            Error::BadServer { .. }
-            | Error::MessageTooLarge { .. }
-            | Error::NotText { .. }
-            | Error::LineTooLarge { .. } => 2,
-            Error::Refused { .. } => 4,
-            Error::NoReply { .. } | Error::Deadline { .. } => 3,
-            Error::NotEnvelope { .. }
-            | Error::Socket { .. }
-            | Error::Stdin { .. }
-            | Error::Stdout { .. } => 1,
+            Which::Message(_) | Which::Line(1) => "nothing was sent".to_owned(),
+            Which::Line(2) => "line 1 was sent, this line and the rest were not".to_owned(),
+            Which::Line(n) => format!(
+                "lines 1-{} were sent, this line and the rest were not",
+                n - 1
+            ),
         }
     }
+
+    fn plural(self) -> &'static str {
+        match self {
+            Which::Message(_) => "messages",
+            Which::Line(_) => "lines",
+        }
+    }
+}
+
+impl fmt::Display for Which {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Which::Message(number) => write!(f, "message {number}"),
+            Which::Line(number) => write!(f, "input line {number}"),
+        }
+    }
+}
+
+/// `65507` as `65,507`, as people read sizes.
+pub(crate) fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
 }
 
 impl fmt::Display for Error {
@@ -105,62 +148,89 @@ impl fmt::Display for Error {
                 "cannot use --server {given}: {reason}; write HOST:PORT, e.g. 127.0.0.1:50000, \
                  [::1]:50000 or localhost:50000"
             ),
-            Error::MessageTooLarge { len, max } => write!(
+            Error::TooLarge {
+                which,
+                len,
+                escaped,
+                limit,
+                encoding,
+            } => {
+                write!(f, "{which} is {} bytes", thousands(*len))?;
+                if let Some(escaped) = escaped {
+                    write!(f, ", {} once escaped as JSON", thousands(*escaped))?;
+                }
+                match encoding {
+                    Encoding::Plain => write!(
+                        f,
+                        ", over the UDP payload limit of {} bytes towards this server",
+                        thousands(*limit)
+                    )?,
+                    Encoding::Json => write!(
+                        f,
+                        ", over the {} bytes a JSON envelope can carry towards this server",
+                        thousands(*limit)
+                    )?,
+                }
+                write!(
+                    f,
+                    "; {}: split it into shorter {}",
+                    which.sent_before(),
+                    which.plural()
+                )
+            }
+            Error::NotText { which, valid_up_to } => write!(
                 f,
-                "a message of {len} bytes is over the UDP payload limit of {max} bytes towards \
-                 this server; nothing was sent: split it into shorter messages"
+                "{which} is not UTF-8 text (first bad byte at offset {valid_up_to}), and a JSON \
+                 envelope carries text; {}: send it with --encoding plain",
+                which.sent_before()
             ),
-            Error::NotText { valid_up_to } => write!(
+            Error::ArgNotUnicode { number } => write!(
                 f,
-                "a message is not UTF-8 text (first bad byte at offset {valid_up_to}), and a JSON \
-                 envelope carries text; nothing more was sent: send it with --encoding plain"
-            ),
-            Error::LineTooLarge { number, max } => write!(
-                f,
-                "input line {number} is over the UDP payload limit of {max} bytes towards this \
-                 server; it was not sent: split it into shorter lines"
+                "message {number} is not valid Unicode, and this system passes command-line \
+                 arguments as Unicode; nothing was sent: send it on standard input instead"
             ),
             Error::Refused { peer } => write!(
                 f,
                 "no server is listening on {peer} (it answered \"port unreachable\"); start one \
                  (cargo run -p server) or check --server"
             ),
-            Error::NoReply {
-                peer,
-                after,
-                attempts,
-            } => {
-                let after = humantime::format_duration(*after);
-                if *attempts > 1 {
-                    write!(
-                        f,
-                        "no reply from {peer} to {attempts} attempts over {after}: the server \
-                         is not answering or the path loses datagrams; check that it runs, or \
-                         raise --timeout or --retries"
-                    )
-                } else {
-                    write!(
-                        f,
-                        "no reply from {peer} within {after}: the request or its answer was \
-                         lost, or the server is not answering; check that it runs, or raise \
-                         --timeout (or --retries, which plain text risks counting twice)"
-                    )
-                }
-            }
-            Error::Deadline { after } => write!(
-                f,
-                "the --deadline of {} passed before every message was answered; raise it if \
-                 the server is slow",
-                humantime::format_duration(*after)
-            ),
             Error::NotEnvelope { peer, detail } => write!(
                 f,
-                "the reply from {peer} is not a JSON envelope ({detail}); the server speaks \
-                 plain text: drop --encoding json"
+                "the reply from {peer} is not a JSON envelope ({}); the server speaks plain \
+                 text: drop --encoding json",
+                Printable(detail.as_bytes())
             ),
-            Error::Socket { doing, source } => write!(f, "socket error while {doing}: {source}"),
-            Error::Stdin { source } => write!(f, "cannot read standard input: {source}"),
-            Error::Stdout { source } => write!(f, "cannot write standard output: {source}"),
+            Error::UnreadableEnvelope {
+                peer,
+                error: DecodeError::BadVersion { found },
+            } => write!(
+                f,
+                "the server at {peer} answered an envelope of version {}, and this client \
+                 reads version {}; update one side so that both speak the same version",
+                Printable(found.as_bytes()),
+                proto::ENVELOPE_VERSION
+            ),
+            Error::UnreadableEnvelope { peer, error } => write!(
+                f,
+                "the server at {peer} answered an envelope this client cannot read ({}: {}); \
+                 the server or something on the path is broken: update or fix one side, or \
+                 drop --encoding json",
+                error.code(),
+                Printable(error.to_string().as_bytes())
+            ),
+            Error::Socket { doing, source } => write!(
+                f,
+                "socket error while {doing}: {source}; check the network settings, or try \
+                 again"
+            ),
+            Error::Stdin { source } => write!(
+                f,
+                "cannot read standard input: {source}; give the messages as arguments instead"
+            ),
+            Error::Stdout { source } => write!(
+                f,
+                "cannot write standard output: {source}; check where it goes (a closed pipe?)"
+            ),
         }
     }
 }
@@ -173,5 +243,46 @@ impl std::error::Error for Error {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_with_thousands_separators() {
+        let shown: Vec<String> = [0, 999, 1_000, 65_507, 1_234_567]
+            .into_iter()
+            .map(thousands)
+            .collect();
+        assert_eq!(shown, ["0", "999", "1,000", "65,507", "1,234,567"]);
+    }
+
+    #[test]
+    fn a_refused_line_says_what_was_sent() {
+        let too_large = |which| Error::TooLarge {
+            which,
+            len: 70_000,
+            escaped: None,
+            limit: 65_460,
+            encoding: Encoding::Json,
+        };
+        assert_eq!(
+            too_large(Which::Line(3)).to_string(),
+            "input line 3 is 70,000 bytes, over the 65,460 bytes a JSON envelope can carry \
+             towards this server; lines 1-2 were sent, this line and the rest were not: split \
+             it into shorter lines"
+        );
+        assert!(
+            too_large(Which::Line(2))
+                .to_string()
+                .contains("; line 1 was sent, this line")
+        );
+        assert!(
+            too_large(Which::Message(2))
+                .to_string()
+                .contains("; nothing was sent: split it into shorter messages")
+        );
     }
 }

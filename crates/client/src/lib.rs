@@ -5,132 +5,134 @@
 //! [`Client::connect`] opens a *connected* UDP socket, so the kernel drops datagrams from any
 //! other address and reports ICMP "port unreachable" as a refusal; [`Client::exchange`] sends one
 //! message and waits, at most `--timeout`, for its answer. [`run`] drives the exchanges, prints the
-//! tutorial's lines and returns a [`Report`] whose [`Report::exit_code`] is the most serious
-//! outcome seen.
+//! tutorial's lines and returns the run's [`Report`] and how it ended: [`End::Finished`],
+//! [`End::Interrupted`] (a signal, or `--deadline`, seen by [`Stop`]), or an [`Error`].
 //!
-//! `main.rs` only parses arguments into a [`Config`] and maps an [`Error`] to an exit code.
+//! `main.rs` only parses arguments into a [`Config`], calls [`run`] and decides the exit code
+//! from what it returns. The operating system is called from `sys.rs` alone.
 
 mod args;
 mod backoff;
 mod client;
 mod error;
+mod input;
 mod report;
+mod stop;
+mod sys;
 
-pub use args::{Args, Config, Encoding};
+pub use args::{Args, Config, Encoding, MAX_DURATION};
 pub use backoff::Backoff;
-pub use client::{Client, Exchange, Outcome};
-pub use error::Error;
+pub use client::{Client, Exchange, NoReply, Outcome, Outgoing};
+pub use error::{Error, Which};
+pub use input::Input;
 pub use report::Report;
+pub use stop::{Interruption, SLICE, Signal, Stop};
 
-use std::ffi::OsString;
-use std::io::{self, BufRead, IsTerminal, Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::sync::{Mutex, PoisonError};
+use std::io::{self, Write};
 
 use proto::text::{PROMPT, Printable, SENT};
 
-/// Where the messages come from.
-pub enum Input {
-    /// Messages given on the command line: `Server message: REPLY` (udp-client1.py).
-    Messages(Vec<OsString>),
-    /// One message per line of this reader: the bare reply (udp-client2.py). `prompt` asks for
-    /// each line first, as on a terminal.
-    Lines {
-        /// The lines.
-        reader: Box<dyn BufRead>,
-        /// Whether to print `Please input any message: ` before each line.
-        prompt: bool,
-    },
-}
+use crate::input::{Line, Lines};
 
-impl Input {
-    /// The messages of the command line, or, when there are none, the lines of stdin (with the
-    /// tutorial's prompt when stdin is a terminal).
-    pub fn from_args(messages: Vec<OsString>) -> Input {
-        if messages.is_empty() {
-            let stdin = io::stdin();
-            let prompt = stdin.is_terminal();
-            Input::Lines {
-                reader: Box::new(stdin.lock()),
-                prompt,
-            }
-        } else {
-            Input::Messages(messages)
-        }
-    }
+/// How a run ended, when no [`Error`] ended it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Every message was sent and its wait is over (answered, or reported unanswered).
+    Finished,
+    /// A signal or `--deadline` stopped the run; a message in flight counts as interrupted.
+    Interrupted(Interruption),
 }
 
 /// Sends every message of `input` to the server of `config`, one at a time, printing the
-/// tutorial's lines on `out`; returns when the last answer has arrived (or the last wait ended).
-pub fn run(config: &Config, input: Input, out: &mut dyn Write) -> Result<Report, Error> {
-    let report = Mutex::new(Report::default());
-    let result = run_with(config, input, out, &report);
-    let report = report.into_inner().unwrap_or_else(PoisonError::into_inner);
-    result.map(|()| report)
-}
-
-/// [`run`], keeping its [`Report`] in `report` as it goes, so that another thread (a Ctrl-C
-/// handler) can print it at any time.
-pub fn run_with(
+/// tutorial's lines on `out`, until the input is done or `stop` says to stop. Returns what
+/// happened to the messages, whatever ended the run, and how it ended.
+pub fn run(
     config: &Config,
     input: Input,
     out: &mut dyn Write,
-    report: &Mutex<Report>,
-) -> Result<(), Error> {
+    stop: &Stop,
+) -> (Report, Result<End, Error>) {
+    let mut report = Report::default();
+    let end = run_into(config, input, out, stop, &mut report);
+    (report, end)
+}
+
+fn run_into(
+    config: &Config,
+    input: Input,
+    out: &mut dyn Write,
+    stop: &Stop,
+    report: &mut Report,
+) -> Result<End, Error> {
     let mut client = Client::connect(config)?;
     match input {
         Input::Messages(messages) => {
             // Refuse a message that cannot be sent before anything is sent, so a run is never
             // half done because of a usage error.
-            for message in &messages {
-                client.check_message(message.as_bytes())?;
+            let mut outgoing = Vec::with_capacity(messages.len());
+            for (index, message) in messages.into_iter().enumerate() {
+                let number = index + 1;
+                let bytes = sys::arg_bytes(message).map_err(|_| Error::ArgNotUnicode { number })?;
+                outgoing.push(client.prepare(&bytes, Which::Message(number))?);
             }
-            for message in &messages {
-                exchange(
-                    &mut client,
-                    message.as_bytes(),
-                    "Server message: ",
-                    out,
-                    report,
-                )?;
+            for message in &outgoing {
+                if let Some(interruption) = stop.check() {
+                    return Ok(End::Interrupted(interruption));
+                }
+                if let Some(interruption) =
+                    exchange(&mut client, message, "Server message: ", out, stop, report)?
+                {
+                    return Ok(End::Interrupted(interruption));
+                }
             }
         }
-        Input::Lines { mut reader, prompt } => {
-            let mut line = Vec::new();
-            let mut number = 0u64;
-            loop {
+        Input::Lines { reader, prompt } => {
+            let lines = Lines::spawn(reader, client.max_payload())?;
+            for number in 1.. {
                 if prompt {
                     write_out(out, PROMPT.as_bytes())?;
                 }
-                number += 1;
-                if !read_line(&mut *reader, client.max_payload(), &mut line, number)? {
-                    if prompt {
-                        write_out(out, b"\n")?;
+                let which = Which::Line(number);
+                let message = match lines.next(stop)? {
+                    Line::Text(line) => client.prepare(&line, which)?,
+                    Line::TooLong(len) => return Err(client.too_large(len, which)),
+                    Line::Interrupted(interruption) => return Ok(End::Interrupted(interruption)),
+                    Line::End => {
+                        if prompt {
+                            write_out(out, b"\n")?;
+                        }
+                        break;
                     }
-                    break;
+                };
+                if let Some(interruption) = exchange(&mut client, &message, "", out, stop, report)?
+                {
+                    return Ok(End::Interrupted(interruption));
                 }
-                exchange(&mut client, &line, "", out, report)?;
             }
         }
     }
-    Ok(())
+    Ok(End::Finished)
 }
 
-/// One message: send it, print `Sent a message.`, wait, print the answer after `label`.
+/// One message: send it, print `Sent a message.`, wait, record it in `report` and print the
+/// answer after `label`. Returns why the wait was cut short, if it was.
 fn exchange(
     client: &mut Client,
-    message: &[u8],
+    message: &Outgoing,
     label: &str,
     out: &mut dyn Write,
-    report: &Mutex<Report>,
-) -> Result<(), Error> {
-    let exchange = client.exchange(message, || write_out(out, format!("{SENT}\n").as_bytes()))?;
-    // Held only to record, never while writing, so a Ctrl-C handler printing it cannot wait on
-    // a blocked stdout.
-    report
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .record(&exchange);
+    stop: &Stop,
+    report: &mut Report,
+) -> Result<Option<Interruption>, Error> {
+    let exchange = client.exchange(
+        message,
+        || write_out(out, format!("{SENT}\n").as_bytes()),
+        stop,
+    )?;
+    report.record(&exchange);
+    if let Some(rtt) = exchange.rtt {
+        log::info!("reply in {:.3} ms", rtt.as_secs_f64() * 1e3);
+    }
     match exchange.outcome {
         Outcome::Reply { text, len } => {
             write_out(out, format!("{label}{}\n", Printable(&text)).as_bytes())?;
@@ -143,58 +145,17 @@ fn exchange(
             }
         }
         Outcome::ServerError { code, message } => {
-            let line = format!("Server error: {code}: {message}");
-            write_out(out, format!("{}\n", Printable(line.as_bytes())).as_bytes())?;
+            let line = format!(
+                "Server error: {}: {}\n",
+                Printable(code.as_str().as_bytes()),
+                Printable(message.as_bytes())
+            );
+            write_out(out, line.as_bytes())?;
         }
-        Outcome::NoReply {
-            peer,
-            after,
-            attempts,
-        } => {
-            tell(format_args!(
-                "error: {}",
-                Error::NoReply {
-                    peer,
-                    after,
-                    attempts
-                }
-            ));
-        }
+        Outcome::NoReply(no_reply) => tell(format_args!("error: {no_reply}")),
+        Outcome::Interrupted(interruption) => return Ok(Some(interruption)),
     }
-    if let Some(rtt) = exchange.rtt {
-        log::info!("reply in {:.3} ms", rtt.as_secs_f64() * 1e3);
-    }
-    Ok(())
-}
-
-/// Reads one line into `line`, without its `\n` or `\r\n`; `false` at end of input. A line
-/// longer than `max` is refused rather than cut.
-fn read_line(
-    reader: &mut dyn BufRead,
-    max: usize,
-    line: &mut Vec<u8>,
-    number: u64,
-) -> Result<bool, Error> {
-    line.clear();
-    // Room for the longest datagram plus "\r\n", and one byte more to see that a line is too long.
-    let cap = max as u64 + 3;
-    let read = reader
-        .take(cap)
-        .read_until(b'\n', line)
-        .map_err(|source| Error::Stdin { source })?;
-    if read == 0 {
-        return Ok(false);
-    }
-    if line.last() == Some(&b'\n') {
-        line.pop();
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-    }
-    if line.len() > max {
-        return Err(Error::LineTooLarge { number, max });
-    }
-    Ok(true)
+    Ok(None)
 }
 
 /// Writes a line for the user on stderr, whatever the log level. Nothing can be done if stderr is closed.

@@ -1,70 +1,70 @@
-//! The `udptalk-client` binary: parse arguments, set up logging, Ctrl-C and `--deadline`,
-//! call [`client::run_with`], print the summary and map the outcome to an exit code.
+//! The `udptalk-client` binary: parse arguments, set up logging, signals and `--deadline`, call
+//! [`client::run`], print how it ended and the summary, and decide the exit code, here alone.
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use clap::Parser;
-use client::{Error, Report, tell};
+use client::{End, Error, Interruption, Report, Stop, tell};
 
 fn main() -> ExitCode {
     let args = client::Args::parse();
     init_logging(args.verbose);
-    let verbose = args.verbose > 0;
-    let config = match client::Config::from_args(&args) {
-        Ok(config) => config,
-        Err(e) => return fail(&e),
+    let (report, end) = match client::Config::from_args(&args) {
+        Ok(config) => {
+            let mut stop = Stop::new();
+            if let Some(deadline) = config.deadline {
+                stop = stop.with_deadline(deadline);
+            }
+            if let Err(e) = stop.listen_for_signals() {
+                log::warn!(
+                    "cannot catch signals ({e}); Ctrl-C will end the client without a summary"
+                );
+            }
+            let input = client::Input::from_args(args.messages);
+            client::run(&config, input, &mut std::io::stdout().lock(), &stop)
+        }
+        Err(e) => (Report::default(), Err(e)),
     };
-    let report = Arc::new(Mutex::new(Report::default()));
-    let on_signal = Arc::clone(&report);
-    if let Err(e) = ctrlc::set_handler(move || {
-        summarize(&on_signal, true);
-        std::process::exit(130);
-    }) {
-        log::warn!("cannot catch Ctrl-C ({e}); no summary will be printed if it is pressed");
+    match &end {
+        Err(e) => tell(format_args!("error: {e}")),
+        Ok(End::Interrupted(deadline @ Interruption::DeadlinePassed { .. })) => {
+            tell(format_args!("error: {deadline}"));
+        }
+        Ok(End::Interrupted(Interruption::Signal(_)) | End::Finished) => {}
     }
-    if let Some(deadline) = args.deadline {
-        watch_deadline(deadline, Arc::clone(&report), verbose);
-    }
-    let input = client::Input::from_args(args.messages);
-    let result = client::run_with(&config, input, &mut std::io::stdout().lock(), &report);
-    summarize(&report, verbose);
-    match result {
-        Ok(()) => ExitCode::from(lock(&report).exit_code()),
-        Err(e) => fail(&e),
-    }
-}
-
-/// Ends the run when `deadline` passes, whatever it is waiting for (a reply, or a line of input).
-fn watch_deadline(deadline: Duration, report: Arc<Mutex<Report>>, verbose: bool) {
-    std::thread::spawn(move || {
-        std::thread::sleep(deadline);
-        tell(format_args!(
-            "error: {}",
-            Error::Deadline { after: deadline }
-        ));
-        summarize(&report, verbose);
-        std::process::exit(3);
-    });
-}
-
-/// Prints the summary on stderr when asked, or when anything was resent or lost.
-fn summarize(report: &Mutex<Report>, always: bool) {
-    let report = lock(report);
-    if always || report.eventful() {
+    if args.verbose > 0 || report.eventful() || matches!(end, Ok(End::Interrupted(_))) {
         tell(format_args!("summary: {report}"));
     }
+    ExitCode::from(exit_code(&report, &end))
 }
 
-fn lock(report: &Mutex<Report>) -> std::sync::MutexGuard<'_, Report> {
-    report.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn fail(e: &Error) -> ExitCode {
-    tell(format_args!("error: {e}"));
-    ExitCode::from(e.exit_code())
+/// The exit code, from how the run ended and what happened to its messages. An error or an
+/// interruption ends the run and decides; otherwise the most serious outcome seen does:
+/// 3 no reply, then 6 an error envelope, 5 a truncated reply, 0 all answered.
+fn exit_code(report: &Report, end: &Result<End, Error>) -> u8 {
+    match end {
+        Err(
+            Error::BadServer { .. }
+            | Error::TooLarge { .. }
+            | Error::NotText { .. }
+            | Error::ArgNotUnicode { .. },
+        ) => 2,
+        Err(Error::Refused { .. }) => 4,
+        Err(
+            Error::NotEnvelope { .. }
+            | Error::UnreadableEnvelope { .. }
+            | Error::Socket { .. }
+            | Error::Stdin { .. }
+            | Error::Stdout { .. },
+        ) => 1,
+        Ok(End::Interrupted(Interruption::Signal(signal))) => 128 + signal.number(),
+        Ok(End::Interrupted(Interruption::DeadlinePassed { .. })) => 3,
+        Ok(End::Finished) if report.lost > 0 => 3,
+        Ok(End::Finished) if report.server_errors > 0 => 6,
+        Ok(End::Finished) if report.truncated > 0 => 5,
+        Ok(End::Finished) => 0,
+    }
 }
 
 fn init_logging(verbose: u8) {

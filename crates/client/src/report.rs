@@ -1,4 +1,4 @@
-//! What happened to the messages of one run: the exit code and the summary line.
+//! What happened to the messages of one run: the books behind the summary line and the exit code.
 
 use std::fmt;
 use std::time::Duration;
@@ -18,6 +18,9 @@ pub struct Report {
     pub retried: u64,
     /// Messages that got no answer after every attempt.
     pub lost: u64,
+    /// Messages sent whose wait was cut short by a signal or `--deadline`: neither answered
+    /// nor lost.
+    pub interrupted: u64,
     /// Answers dropped because they answered no outstanding request (duplicates, late or
     /// injected answers).
     pub duplicates: u64,
@@ -46,41 +49,35 @@ impl Report {
                 }
             }
             Outcome::ServerError { .. } => self.server_errors += 1,
-            Outcome::NoReply { .. } => self.lost += 1,
+            Outcome::NoReply(_) => self.lost += 1,
+            Outcome::Interrupted(_) => self.interrupted += 1,
         }
         if let Some(rtt) = exchange.rtt {
             self.rtts.push(rtt);
         }
     }
 
-    /// The most serious outcome seen: 3 no reply, 6 an error envelope, 5 a truncated reply, else
-    /// 0. (4, nothing listening, ends the run as [`crate::Error::Refused`].)
-    pub fn exit_code(&self) -> u8 {
-        if self.lost > 0 {
-            3
-        } else if self.server_errors > 0 {
-            6
-        } else if self.truncated > 0 {
-            5
-        } else {
-            0
-        }
-    }
-
-    /// Whether the summary is worth a line even without `-v`: something was resent or lost.
+    /// Whether the summary is worth a line even without `-v`: something was resent, lost or
+    /// cut short.
     pub fn eventful(&self) -> bool {
-        self.retried > 0 || self.lost > 0
+        self.retried > 0 || self.lost > 0 || self.interrupted > 0
     }
 }
 
-/// `sent 3 (4 datagrams), answered 2, retried 1, lost 1, duplicates dropped 0, rtt min/median/max 0.081/0.090/0.112 ms`
+/// `sent 3 (4 datagrams), answered 2, retried 1, lost 1, duplicates dropped 0, rtt min/median/max 0.081/0.090/0.112 ms`,
+/// with `interrupted 1` after `lost` when a wait was cut short, and `server errors` and
+/// `truncated` when there were any.
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "sent {} ({} datagrams), answered {}, retried {}, lost {}, duplicates dropped {}",
-            self.sent, self.datagrams, self.answered, self.retried, self.lost, self.duplicates
+            "sent {} ({} datagrams), answered {}, retried {}, lost {}",
+            self.sent, self.datagrams, self.answered, self.retried, self.lost
         )?;
+        if self.interrupted > 0 {
+            write!(f, ", interrupted {}", self.interrupted)?;
+        }
+        write!(f, ", duplicates dropped {}", self.duplicates)?;
         if self.server_errors > 0 {
             write!(f, ", server errors {}", self.server_errors)?;
         }
