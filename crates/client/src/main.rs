@@ -76,7 +76,14 @@ fn init_logging(verbose: u8) {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format(|out, record| {
-            let level = record.level().as_str().to_ascii_lowercase();
+            // The same words as the lines `tell` writes: `warning:`, `error:`.
+            let level = match record.level() {
+                log::Level::Error => "error",
+                log::Level::Warn => "warning",
+                log::Level::Info => "info",
+                log::Level::Debug => "debug",
+                log::Level::Trace => "trace",
+            };
             writeln!(out, "{level}: {}", record.args())
         })
         .init();
