@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::Bins;
 use crate::peers::{self, Output, Server, indent};
-use crate::test::{Outcome, Tally};
+use crate::tally::{Outcome, Tally};
 
 /// How long a server may take to end after SIGTERM: it looks at its stop flag at least every
 /// 250 ms.

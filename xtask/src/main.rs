@@ -14,6 +14,7 @@ mod demo;
 mod faults;
 mod matrix;
 mod peers;
+mod tally;
 mod test;
 
 use std::ffi::OsString;

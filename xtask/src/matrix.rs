@@ -5,7 +5,7 @@
 //! a tutorial Python client), what goes on the client's stdin, the lines the client must print,
 //! its exit code, the line the server must print and the server's exit summary. [`rows`] is the
 //! table; [`run`] plays it a few rows at a time and prints one line per row, counting them in
-//! the [`Tally`](crate::test::Tally) that `cargo xtask test` closes with
+//! the [`Tally`](crate::tally::Tally) that `cargo xtask test` closes with
 //! `N passed, M failed, K skipped`.
 //!
 //! Every server binds port 0 on loopback (never 50000) and is told `--once` or `--idle`, so it

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::{Family, Row, Sender, Target, rows};
 use crate::Bins;
 use crate::peers::{self, Output, Proc, Server, indent};
-use crate::test::{Outcome, Tally};
+use crate::tally::{Outcome, Tally};
 
 /// Rows running at once: the machines we target have 2 cores, and most of a row is waiting.
 const MAX_PARALLEL: usize = 4;
