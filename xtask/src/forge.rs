@@ -69,7 +69,7 @@ impl Forger {
             let why = format!("cannot open a raw UDP socket to forge datagrams: {e}");
             match e.kind() {
                 io::ErrorKind::PermissionDenied => ForgeError::NotPermitted(format!(
-                    "{why} (forging a source address needs root or CAP_NET_RAW)"
+                    "{why}; forging a source address needs root or CAP_NET_RAW"
                 )),
                 _ => ForgeError::Failed(why),
             }
