@@ -1,5 +1,5 @@
-//! The faults stage of `cargo xtask test`: UDP's failure modes injected, and what udptalk must
-//! do under each checked.
+//! The faults stage of `cargo xtask test`: UDP's failure modes and hostile peers injected, and
+//! what udptalk must do under each checked.
 //!
 //! Each fault is a row with a name that says the fault and the outcome checked; [`run`] plays
 //! them one after another (the flood would disturb the timings of the others) and prints one
@@ -8,28 +8,36 @@
 //! - **lossy proxy** ([`lossy`]): a proxy between the JSON client and the server drops,
 //!   duplicates, delays and reorders a fixed pattern of datagrams both ways; every answer must
 //!   be printed once and every request counted once.
-//! - **closed port**: refused at once despite a 30 s timeout.
-//! - **silent peer**: exactly 1 + N attempts, exit 3, not before the backoff schedule allows.
+//! - **loops** ([`loops`]): one datagram forged from one server to another (ours in every pair
+//!   of modes and encodings, the tutorial's, socat's echo) must not start an endless exchange.
+//! - **forged acks** ([`forged_acks`]): requests forged from the client's address with random
+//!   ids and acks must not silence the client.
+//! - **stalled stdout** ([`stalled`]): a server whose stdout nobody reads still answers
+//!   everything, and SIGTERM still ends it at once.
 //! - **flood** ([`flood`]): 100,000 hostile datagrams; the server still answers, its books
 //!   balance against the kernel's, its memory stays small, it does not panic.
-//! - **wildcard**: a server bound to `0.0.0.0` answers from the address it was asked on.
 //!
-//! All traffic stays on 127.0.0.0/8; every server binds port 0 and announces its port; every
-//! sending loop is bounded in count and time, and every wait has a deadline.
+//! What one program shows alone is tested in its crate (a closed port, a silent peer, a
+//! wildcard bind); these rows need two programs, a proxy, forged datagrams or `/proc`.
+//! Forging needs raw sockets (root): without them, those rows are skipped with the reason.
+//!
+//! All traffic stays on 127.0.0.0/8 and ::1; every server binds port 0 and announces its port;
+//! every sending loop is bounded in count and time, and every wait has a deadline.
 
 mod flood;
+mod forged_acks;
+mod loops;
 mod lossy;
+mod stalled;
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::Bins;
 use crate::peers::{self, Output, Server, indent};
-use crate::test::{Outcome, Tally};
+use crate::tally::{Outcome, Tally};
 
 /// How long a server may take to end after SIGTERM: it looks at its stop flag at least every
 /// 250 ms.
@@ -46,44 +54,61 @@ const HELLO: &str = "Hello Server!!";
 const ACCESS_COUNT: &str = "Access count: ";
 
 /// The fields every `udptalk-server` summary starts with, in this order; more may follow.
-const SERVER_FIELDS: [&str; 8] = [
+const SERVER_FIELDS: [&str; 9] = [
     "received",
     "counted",
     "duplicates",
     "malformed",
     "rate-limited",
     "busy",
+    "loops",
     "truncated",
     "peers",
+];
+
+/// The summary fields whose sum is `received`: every datagram is counted under exactly one.
+const SERVER_PARTS: [&str; 6] = [
+    "counted",
+    "duplicates",
+    "malformed",
+    "rate-limited",
+    "busy",
+    "loops",
 ];
 
 /// A fault: the row's name and the function that injects it and checks the outcome.
 type Fault = (&'static str, fn(&Bins) -> Result<Checks, String>);
 
 /// The rows, in the order they run.
-const FAULTS: [Fault; 5] = [
+const FAULTS: [Fault; 6] = [
     (
         "faults lossy proxy (drop, duplicate, delay ≤1s, reorder, both ways): json client \
          --retries 6 prints answers 1..=20 once each, server counts 20, cache answers the rest",
         lossy::run,
     ),
     (
-        "faults closed port, json client --timeout 30s --retries 6: exit 4 in < 1s",
-        closed_port,
+        "faults loops v4: one forged datagram between 9 mode pairs + json/plain pairs + \
+         udp-server2.py + socat echo, ≤10 datagrams each",
+        loops::run_v4,
     ),
     (
-        "faults silent peer, json client --timeout 100ms --retries 3: exactly 4 datagrams, \
-         exit 3, after ≥ 1.5s",
-        silent_peer,
+        "faults loops v6: one forged datagram between 9 mode pairs + json/plain pairs + socat \
+         echo, ≤10 datagrams each",
+        loops::run_v6,
     ),
     (
-        "faults wildcard bind 0.0.0.0: a socket connected to 127.0.0.2 and the client \
-         --server 127.0.0.2 are answered from 127.0.0.2",
-        wildcard,
+        "faults forged acks: 10,000 JSON requests forged from the json client's address, \
+         random ids and acks: client answers all 20 lines once each, lost 0, exit 0",
+        forged_acks::run,
+    ),
+    (
+        "faults stalled stdout (a pipe nobody reads): 1,000 JSON requests all answered, \
+         SIGTERM ends it with exit 0 in < 1s, `lines dropped` counted",
+        stalled::run,
     ),
     (
         "faults flood of 100,000 hostile datagrams from 8 sockets: answers after, sent = \
-         received + drops, R = C+D+M+L+B, VmHWM < 32 MiB, exit 0, no panic",
+         received + drops, R = C+D+M+L+B+O, VmHWM < 32 MiB, exit 0, no panic",
         flood::run,
     ),
 ];
@@ -120,12 +145,22 @@ pub fn run(filter: Option<&str>, tally: &mut Tally) -> Result<(), String> {
 /// context printed under a failure (the programs' output).
 #[derive(Default)]
 pub struct Checks {
+    /// Set when the row could not run here: the reason.
+    skip: Option<String>,
     problems: Vec<String>,
     figures: Vec<String>,
     context: Vec<String>,
 }
 
 impl Checks {
+    /// A row that cannot run here, for `reason`.
+    fn skipped(reason: impl Into<String>) -> Checks {
+        Checks {
+            skip: Some(reason.into()),
+            ..Checks::default()
+        }
+    }
+
     /// Records `problem` unless `ok`.
     fn check(&mut self, ok: bool, problem: impl FnOnce() -> String) {
         if !ok {
@@ -154,6 +189,9 @@ impl Checks {
     }
 
     fn outcome(self) -> Outcome {
+        if let Some(reason) = self.skip {
+            return Outcome::Skip(reason);
+        }
         let figures = (!self.figures.is_empty()).then(|| self.figures.join(", "));
         if self.problems.is_empty() {
             return Outcome::Pass(figures);
@@ -222,28 +260,36 @@ impl Summary {
 
     /// Checks that the server's summary starts with [`SERVER_FIELDS`] in order, each with a
     /// figure, and that its books balance: received = counted + duplicates + malformed +
-    /// rate-limited + busy.
+    /// rate-limited + busy + loops.
     fn check_server_books(&self, checks: &mut Checks) {
+        if let Err(problem) = self.server_books() {
+            checks.fail(problem);
+        }
+    }
+
+    /// [`Summary::check_server_books`]'s verdict: the problem, if any.
+    fn server_books(&self) -> Result<(), String> {
         let names: Vec<&str> = self.fields.iter().map(|(name, _)| name.as_str()).collect();
         if names.get(..SERVER_FIELDS.len()) != Some(&SERVER_FIELDS[..]) {
-            checks.fail(format!(
+            return Err(format!(
                 "server summary is not of the form `summary: received R, counted C, duplicates \
-                 D, malformed M, rate-limited L, busy B, truncated T, peers P[, …]`: {:?}",
+                 D, malformed M, rate-limited L, busy B, loops O, truncated T, peers P[, …]`: \
+                 {:?}",
                 self.line
             ));
-            return;
         }
         let figure = |name| self.get(name).unwrap_or(0);
-        let parts = ["counted", "duplicates", "malformed", "rate-limited", "busy"];
-        let sum: u64 = parts.into_iter().map(figure).sum();
+        let sum: u64 = SERVER_PARTS.into_iter().map(figure).sum();
         let received = figure("received");
-        checks.check(received == sum, || {
-            format!(
+        if received == sum {
+            Ok(())
+        } else {
+            Err(format!(
                 "server's books do not balance: received {received} ≠ counted + duplicates + \
-                 malformed + rate-limited + busy = {sum}: {:?}",
+                 malformed + rate-limited + busy + loops = {sum}: {:?}",
                 self.line
-            )
-        });
+            ))
+        }
     }
 }
 
@@ -425,191 +471,33 @@ fn access_count(text: &str) -> Option<u64> {
     text.strip_prefix(ACCESS_COUNT)?.parse().ok()
 }
 
-/// Nothing listens: the kernel answers "port unreachable", and the client must say so at once
-/// (exit 4), not after its 30 s timeout and six resends.
-fn closed_port(bins: &Bins) -> Result<Checks, String> {
-    let mut checks = Checks::default();
-    let port = peers::free_port(Ipv4Addr::LOCALHOST.into())?;
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let client = run_client(
-        bins,
-        addr,
-        &["--encoding", "json", "--timeout", "30s", "--retries", "6"],
-        &[HELLO.to_owned()],
-        Duration::from_secs(5),
-    )?;
-    check_exit(&client, 4, &mut checks);
-    let limit = Duration::from_secs(1);
-    checks.check(client.elapsed < limit, || {
-        format!(
-            "client took {:.3}s to report the refusal, expected < 1s",
-            client.elapsed.as_secs_f64()
-        )
-    });
-    checks.figure(format!(
-        "{} after {:.0} ms (process start included)",
-        client.describe_end(),
-        client.elapsed.as_secs_f64() * 1e3
-    ));
-    checks.output("client", &client);
-    Ok(checks)
-}
+/// A xorshift64* generator: test data that is the same on every run, not randomness anyone
+/// relies on.
+pub struct Rng(u64);
 
-/// A peer that reads and never answers: the client must make exactly 1 + 3 attempts with the
-/// same id, wait the whole schedule (100 + 200 + 400 + 800 ms, jitter only adds) and exit 3.
-fn silent_peer(bins: &Bins) -> Result<Checks, String> {
-    const RETRIES: u32 = 3;
-    let mut checks = Checks::default();
-    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|socket| {
-            socket.set_read_timeout(Some(Duration::from_millis(20)))?;
-            Ok(socket)
-        })
-        .map_err(|e| format!("cannot bind the silent peer on 127.0.0.1 port 0: {e}"))?;
-    let addr = socket.local_addr().map_err(|e| e.to_string())?;
-
-    // The peer counts what it receives, and stops when told to or after 30 s at the latest.
-    let stop = Arc::new(AtomicBool::new(false));
-    let peer = {
-        let stop = Arc::clone(&stop);
-        thread::spawn(move || {
-            let started = Instant::now();
-            let mut datagrams = Vec::new();
-            let mut buf = vec![0; 65_536];
-            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(30) {
-                if let Ok(len) = socket.recv(&mut buf) {
-                    datagrams.push(buf.get(..len).unwrap_or_default().to_vec());
-                }
-            }
-            datagrams
-        })
-    };
-    let retries = RETRIES.to_string();
-    let client = run_client(
-        bins,
-        addr,
-        &[
-            "--encoding",
-            "json",
-            "--timeout",
-            "100ms",
-            "--retries",
-            &retries,
-        ],
-        &[HELLO.to_owned()],
-        Duration::from_secs(20),
-    );
-    // Any resend made after the client's last wait would already be in the socket.
-    thread::sleep(Duration::from_millis(100));
-    stop.store(true, Ordering::Relaxed);
-    let datagrams = peer
-        .join()
-        .map_err(|_| "the silent peer's thread panicked".to_owned())?;
-    let client = client?;
-
-    check_exit(&client, 3, &mut checks);
-    let attempts = RETRIES as usize + 1;
-    checks.check(datagrams.len() == attempts, || {
-        format!(
-            "the silent peer received {} datagrams, expected exactly 1 + {RETRIES}",
-            datagrams.len()
-        )
-    });
-    let ids: Vec<Option<u64>> = datagrams.iter().map(|d| envelope_id(d)).collect();
-    checks.check(
-        ids.first().is_some_and(Option::is_some) && ids.windows(2).all(|w| w[0] == w[1]),
-        || format!("every attempt must repeat the first one's id, got ids {ids:?}"),
-    );
-    let minimum: Duration = (0..RETRIES + 1)
-        .map(|attempt| Duration::from_millis(100) * 2u32.pow(attempt.min(3)))
-        .sum();
-    let elapsed = client.elapsed;
-    checks.check(elapsed >= minimum && elapsed < minimum * 10, || {
-        format!(
-            "client gave up after {:.3}s, expected ≥ {:.1}s (the schedule's waits without \
-             jitter) and < {:.0}s",
-            elapsed.as_secs_f64(),
-            minimum.as_secs_f64(),
-            (minimum * 10).as_secs_f64()
-        )
-    });
-    match Summary::find(&client.stderr_lines()) {
-        Some(summary) => {
-            let datagrams = summary.fields.iter().find(|(name, _)| name == "sent");
-            checks.check(
-                datagrams.is_some_and(|(_, value)| value.contains(&format!("({attempts} "))),
-                || format!("client summary must say `sent 1 ({attempts} datagrams)`: {summary}"),
-            );
-            checks.check(summary.get("lost") == Some(1), || {
-                format!("client summary must say `lost 1`: {summary}")
-            });
-        }
-        None => checks.fail("client printed no `summary: …` line, though a message was lost"),
-    }
-    checks.figure(format!(
-        "{} datagrams, {}, after {:.2}s (minimum {:.1}s)",
-        datagrams.len(),
-        client.describe_end(),
-        elapsed.as_secs_f64(),
-        minimum.as_secs_f64()
-    ));
-    checks.output("client", &client);
-    Ok(checks)
-}
-
-/// A server bound to the wildcard must answer from the address the request went to: a socket
-/// connected to 127.0.0.2 drops datagrams from any other address, so an answer proves it.
-fn wildcard(bins: &Bins) -> Result<Checks, String> {
-    let mut checks = Checks::default();
-    let server = start_server(bins, "0.0.0.0:0", &[], &mut checks)?;
-    checks.check(server.addr.ip() == Ipv4Addr::UNSPECIFIED, || {
-        format!(
-            "server announced {:?}, expected 0.0.0.0:PORT",
-            server.announce
-        )
-    });
-    let to = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), server.addr.port()));
-
-    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|socket| {
-            socket.connect(to)?;
-            socket.set_read_timeout(Some(Duration::from_secs(2)))?;
-            socket.send(HELLO.as_bytes())?;
-            Ok(socket)
-        })
-        .map_err(|e| format!("cannot send from 127.0.0.1 to {to}: {e}"))?;
-    let mut buf = vec![0; 65_536];
-    match socket.recv(&mut buf) {
-        Ok(len) => {
-            let reply = String::from_utf8_lossy(buf.get(..len).unwrap_or_default()).into_owned();
-            checks.check(reply == "Access count: 1", || {
-                format!("socket connected to {to}: expected `Access count: 1`, got {reply:?}")
-            });
-        }
-        Err(e) => checks.fail(format!(
-            "socket connected to {to}: no answer from {to} within 2s ({e}): the server did not \
-             answer from the address it was asked on"
-        )),
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    let client = run_client(
-        bins,
-        to,
-        &["--timeout", "2s"],
-        &[HELLO.to_owned()],
-        Duration::from_secs(10),
-    )?;
-    check_exit(&client, 0, &mut checks);
-    let expected = "Server message: Access count: 2".to_owned();
-    checks.check(client.stdout_lines().contains(&expected), || {
-        format!("client --server {to}: expected a line {expected:?}")
-    });
-    checks.output("client", &client);
-
-    if let Some(summary) = stop_server(server, &mut checks)? {
-        checks.check(summary.get("counted") == Some(2), || {
-            format!("server summary must say `counted 2`: {summary}")
-        });
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    Ok(checks)
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// One of `items`, which must not be empty.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
 }

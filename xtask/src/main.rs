@@ -3,8 +3,8 @@
 //! - `cargo xtask demo` builds the binaries and plays the tutorial on loopback.
 //! - `cargo xtask test` is the one test command, and the CI contract: fmt, clippy, the tests,
 //!   the loopback matrix of `udptalk-server` × `udptalk-client` and independent peers, then the
-//!   faults stage (loss, duplication, delay, reordering, closed and silent ports, a flood, a
-//!   wildcard bind).
+//!   faults stage (loss, duplication, delay, reordering, loops started by a forged datagram,
+//!   forged acks, a stalled stdout, a flood).
 //!
 //! Each task is a module with one `run` function. Cargo is invoked through `$CARGO`, so the
 //! toolchain that runs xtask also builds and checks the workspace. Unix only: the matrix passes
@@ -12,8 +12,10 @@
 
 mod demo;
 mod faults;
+mod forge;
 mod matrix;
 mod peers;
+mod tally;
 mod test;
 
 use std::ffi::OsString;

@@ -10,7 +10,7 @@ use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -42,6 +42,8 @@ pub struct Output {
     pub elapsed: Duration,
     /// Set when we had to kill the child because it overran its time.
     pub killed_after: Option<Duration>,
+    /// When we saw it end (to within [`POLL`]), e.g. to time how long it took after a signal.
+    pub ended_at: Instant,
 }
 
 impl Output {
@@ -90,6 +92,27 @@ pub enum NoLine {
     Closed,
 }
 
+/// What a child's stdin is.
+pub enum Input {
+    /// `/dev/null`.
+    Null,
+    /// A pipe that a thread fills with these bytes and then closes.
+    Bytes(Vec<u8>),
+    /// A pipe the caller writes, taken with [`Proc::take_stdin`].
+    Pipe,
+}
+
+/// What becomes of a child's stdout.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum StdoutMode {
+    /// Drained by a thread into a buffer, so the pipe never fills.
+    Drain,
+    /// A pipe whose read end we hold open and never read, as `PROGRAM | sleep 30` would: once
+    /// the kernel's pipe buffer is full, the child's writes block. Closed when the child has
+    /// been reaped.
+    Stall,
+}
+
 /// A running child whose output is being drained. Killed and reaped when dropped.
 pub struct Proc {
     child: Child,
@@ -104,13 +127,26 @@ pub struct Proc {
 impl Proc {
     /// Starts `command` with piped stdout and stderr. With `stdin`, a thread writes those bytes
     /// and then closes the pipe; without, stdin is `/dev/null`.
-    pub fn spawn(mut command: Command, stdin: Option<Vec<u8>>) -> Result<Proc, String> {
+    pub fn spawn(command: Command, stdin: Option<Vec<u8>>) -> Result<Proc, String> {
+        let input = match stdin {
+            Some(bytes) => Input::Bytes(bytes),
+            None => Input::Null,
+        };
+        Proc::spawn_with(command, input, StdoutMode::Drain)
+    }
+
+    /// Starts `command` with the stdin of `input`, its stdout as `stdout` says and its stderr
+    /// drained.
+    pub fn spawn_with(
+        mut command: Command,
+        input: Input,
+        stdout: StdoutMode,
+    ) -> Result<Proc, String> {
         let shown = show_command(&command);
         command
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
+            .stdin(match input {
+                Input::Null => Stdio::null(),
+                Input::Bytes(_) | Input::Pipe => Stdio::piped(),
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -119,20 +155,25 @@ impl Proc {
             .map_err(|e| format!("cannot start `{shown}`: {e}"))?;
         let started = Instant::now();
 
-        if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // A child that never reads would block this write; the thread then ends with EPIPE
-            // when the child is killed.
-            thread::spawn(move || {
-                let _ = pipe.write_all(&bytes);
-            });
+        if let Input::Bytes(bytes) = input {
+            if let Some(mut pipe) = child.stdin.take() {
+                // A child that never reads would block this write; the thread then ends with
+                // EPIPE when the child is killed.
+                thread::spawn(move || {
+                    let _ = pipe.write_all(&bytes);
+                });
+            }
         }
 
         let (drained_tx, drained) = mpsc::channel();
         let (lines_tx, stderr_lines) = mpsc::channel();
-        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stdout_buffer = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        if let Some(pipe) = child.stdout.take() {
-            drain(pipe, Arc::clone(&stdout), None, drained_tx.clone());
+        // A stalled stdout stays in `child`, open and unread, until `collect` or `drop`.
+        if stdout == StdoutMode::Drain {
+            if let Some(pipe) = child.stdout.take() {
+                drain(pipe, Arc::clone(&stdout_buffer), None, drained_tx.clone());
+            }
         }
         if let Some(pipe) = child.stderr.take() {
             drain(pipe, Arc::clone(&stderr), Some(lines_tx), drained_tx);
@@ -140,7 +181,7 @@ impl Proc {
         Ok(Proc {
             child,
             started,
-            stdout,
+            stdout: stdout_buffer,
             stderr,
             stderr_lines,
             drained,
@@ -151,6 +192,17 @@ impl Proc {
     /// The child's process id.
     pub fn id(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The write end of the child's stdin, spawned with [`Input::Pipe`]; dropping it closes
+    /// the pipe (end-of-file for the child).
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.child.stdin.take()
+    }
+
+    /// The stdout lines drained so far, the last one possibly incomplete.
+    pub fn stdout_lines_so_far(&self) -> Vec<String> {
+        lines(&snapshot(&self.stdout))
     }
 
     /// The next stderr line not yet taken, waiting at most `timeout`.
@@ -200,7 +252,12 @@ impl Proc {
 
     fn collect(&mut self, status: Option<ExitStatus>, killed_after: Option<Duration>) -> Output {
         self.reaped = true;
+        let ended_at = Instant::now();
         let elapsed = self.started.elapsed();
+        // The child is gone: close what we still hold of its pipes (a stalled stdout, a stdin
+        // never taken).
+        drop(self.child.stdout.take());
+        drop(self.child.stdin.take());
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         for _ in 0..2 {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -214,6 +271,7 @@ impl Proc {
             stderr: snapshot(&self.stderr),
             elapsed,
             killed_after,
+            ended_at,
         }
     }
 }
@@ -358,10 +416,24 @@ impl Server {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Server::spawn_with(bin, args, logs, StdoutMode::Drain)
+    }
+
+    /// Like [`Server::spawn_after_logs`], with the server's stdout as `stdout` says.
+    pub fn spawn_with<I, S>(
+        bin: &Path,
+        args: I,
+        logs: usize,
+        stdout: StdoutMode,
+    ) -> Result<Server, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut command = Command::new(bin);
         command.args(args);
         let shown = show_command(&command);
-        let proc = Proc::spawn(command, None)?;
+        let proc = Proc::spawn_with(command, Input::Null, stdout)?;
         let deadline = Instant::now() + ANNOUNCE_TIMEOUT;
         let mut early = Vec::new();
         loop {
@@ -425,15 +497,38 @@ impl Server {
     /// waits for it to end, killing it after `timeout`. Its summary is then the last thing it
     /// printed.
     pub fn terminate(self, timeout: Duration) -> Result<Output, String> {
-        let pid = self.pid().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .map_err(|e| format!("cannot run `kill -TERM {pid}`: {e}"))?;
-        if !status.success() {
-            return Err(format!("`kill -TERM {pid}` failed ({status})"));
-        }
-        Ok(self.proc.wait(timeout))
+        Ok(self.terminate_timed(timeout)?.0)
+    }
+
+    /// Like [`Server::terminate`], also returning when the signal was sent, so that the time
+    /// to exit is `output.ended_at - sent`.
+    pub fn terminate_timed(self, timeout: Duration) -> Result<(Output, Instant), String> {
+        let pid = self.pid();
+        let sent = sigterm(pid);
+        let sent = match sent {
+            Ok(sent) => sent,
+            Err(error) => {
+                // Never leave it running: `kill` reaps it.
+                drop(self.proc.kill());
+                return Err(error);
+            }
+        };
+        Ok((self.proc.wait(timeout), sent))
+    }
+}
+
+/// Sends SIGTERM to `pid` with `kill -TERM PID` (std has no signal API, and this keeps xtask
+/// free of unsafe code); returns the moment `kill` reported it sent.
+pub fn sigterm(pid: u32) -> Result<Instant, String> {
+    let pid = pid.to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .map_err(|e| format!("cannot run `kill -TERM {pid}`: {e}"))?;
+    if status.success() {
+        Ok(Instant::now())
+    } else {
+        Err(format!("`kill -TERM {pid}` failed ({status})"))
     }
 }
 
@@ -486,4 +581,87 @@ fn is_executable(path: &Path) -> bool {
     path.metadata()
         .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
+}
+
+/// `Ok` when a UDP socket can be bound on `[::1]:0`; else the reason the IPv6 rows are skipped,
+/// starting `no IPv6 loopback: `. Any error counts: without `::1` no IPv6 row can run.
+pub fn ipv6_loopback() -> Result<(), String> {
+    UdpSocket::bind((std::net::Ipv6Addr::LOCALHOST, 0))
+        .map(drop)
+        .map_err(|e| no_ipv6_reason(&e))
+}
+
+/// The skip reason for a failed bind of `[::1]:0`.
+pub fn no_ipv6_reason(error: &std::io::Error) -> String {
+    format!("no IPv6 loopback: binding [::1]:0 failed: {error}")
+}
+
+/// Starts `socat -d -d UDP-LISTEN:0 PIPE` on `ip` and learns its port from the notice it logs,
+/// `listening on UDP AF=2 127.0.0.1:39492` (`AF=10 [0000:…:0001]:39388` over IPv6).
+/// `UDP-RECVFROM:0` would log only `receiving on AF=2 127.0.0.1:0`, hence `UDP-LISTEN`: it
+/// echoes its first peer's datagrams (`PIPE`) until `-T` seconds without one. `-b 65536` lets
+/// a datagram through whole (the default buffer is 8,192 bytes). An empty datagram reads as
+/// end-of-file to socat and ends it, so nobody sends it one.
+pub fn start_socat_echo(socat: &Path, ip: IpAddr) -> Result<(Proc, SocketAddr, String), String> {
+    let listen = match ip {
+        IpAddr::V4(ip) => format!("UDP4-LISTEN:0,bind={ip}"),
+        IpAddr::V6(ip) => format!("UDP6-LISTEN:0,bind=[{ip}]"),
+    };
+    let mut command = Command::new(socat);
+    command.args(["-d", "-d", "-T", "10", "-b", "65536", &listen, "PIPE"]);
+    let shown = show_command(&command);
+    let proc = Proc::spawn(command, None)?;
+    let deadline = Instant::now() + ANNOUNCE_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = proc
+            .next_stderr_line(left)
+            .map_err(|_| format!("`{shown}` logged no `listening on` line"))?;
+        if let Some((_, rest)) = line.split_once("listening on UDP ") {
+            let addr = rest
+                .rsplit(' ')
+                .next()
+                .and_then(|addr| addr.parse::<SocketAddr>().ok())
+                .ok_or_else(|| format!("`{shown}`: cannot read an address in {line:?}"))?;
+            return Ok((proc, addr, shown));
+        }
+    }
+}
+
+/// The local ports of the UDP sockets (IPv4 and IPv6) that process `pid` holds: its
+/// `/proc/PID/fd/*` links `socket:[INODE]` matched against the inode column of
+/// `/proc/net/udp{,6}`.
+pub fn udp_ports_of(pid: u32) -> Result<Vec<u16>, String> {
+    let dir = format!("/proc/{pid}/fd");
+    let inodes: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("cannot read {dir}: {e}"))?
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        // A system without IPv6 has no udp6 table: nothing to find there.
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let columns: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(inode)) = (columns.get(1), columns.get(9)) else {
+                continue;
+            };
+            if inodes.iter().any(|wanted| wanted == inode) {
+                if let Some(port) = local
+                    .rsplit(':')
+                    .next()
+                    .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+                {
+                    ports.push(port);
+                }
+            }
+        }
+    }
+    Ok(ports)
 }

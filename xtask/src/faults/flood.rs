@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{
-    ACCESS_COUNT, Checks, HELLO, access_count, json_request, peak_rss_kib, socket_stats,
+    ACCESS_COUNT, Checks, HELLO, Rng, access_count, json_request, peak_rss_kib, socket_stats,
     start_server, stop_server, wait_drained,
 };
 use crate::Bins;
@@ -96,37 +96,6 @@ const NOT_UTF8: [&[u8]; 7] = [
     b"\xf4\x90\x80\x80",
     b"{\"v\":1,\"id\":3,\"kind\":\"request\",\"body\":\"\xff\"}",
 ];
-
-/// A xorshift64* generator: test data that is the same on every run, not randomness anyone
-/// relies on.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A number in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    /// One of `items`, which must not be empty.
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-}
 
 /// The large datagrams, built once and shared by the senders.
 struct Corpus {
