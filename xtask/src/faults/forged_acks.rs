@@ -153,6 +153,12 @@ fn feed_and_forge(
             .write_all(text.as_bytes())
             .and_then(|()| stdin.flush())
             .map_err(|e| format!("cannot write to the client's stdin: {e}"))?;
+        if chunk == 0 {
+            // The forgeries are mixed into the client's traffic: it has a stream of ids once its
+            // first request is answered. (A forger that fills a peer's streams before its first
+            // request makes that client wait `busy` until they age out: docs/PROTOCOL.md.)
+            wait_answers(client, 1, from, *forged)?;
+        }
         for burst in 0..per_chunk.div_ceil(BURST) {
             for _ in 0..BURST.min(per_chunk - burst * BURST) {
                 forger.send(server, forged_request(rng).as_bytes())?;
@@ -160,30 +166,39 @@ fn feed_and_forge(
             }
             wait_drained(server.port(), Duration::from_secs(5))?;
         }
-        let wanted = (chunk + 1) * CHUNK;
-        let deadline = Instant::now() + CHUNK_DEADLINE;
-        loop {
-            let printed = client
-                .stdout_lines_so_far()
-                .iter()
-                .filter(|line| access_count(line).is_some())
-                .count();
-            if printed >= wanted {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "the client printed {printed} answers, expected {wanted}: no answer to line \
-                     {} within {}s of forging {forged} requests from its address {from}: the \
-                     forged acks silenced it",
-                    printed + 1,
-                    CHUNK_DEADLINE.as_secs()
-                ));
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
+        wait_answers(client, (chunk + 1) * CHUNK, from, *forged)?;
     }
     Ok(())
+}
+
+/// Waits until the client has printed `wanted` answers, at most [`CHUNK_DEADLINE`].
+fn wait_answers(
+    client: &Proc,
+    wanted: usize,
+    from: SocketAddr,
+    forged: usize,
+) -> Result<(), String> {
+    let deadline = Instant::now() + CHUNK_DEADLINE;
+    loop {
+        let printed = client
+            .stdout_lines_so_far()
+            .iter()
+            .filter(|line| access_count(line).is_some())
+            .count();
+        if printed >= wanted {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the client printed {printed} answers, expected {wanted}: no answer to line {} \
+                 within {}s of forging {forged} requests from its address {from}: the forged \
+                 acks silenced it",
+                printed + 1,
+                CHUNK_DEADLINE.as_secs()
+            ));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// The client's UDP port, from `/proc`: it binds its socket as it starts.
