@@ -169,6 +169,13 @@ impl Client {
                 encoding: self.config.encoding,
             });
         }
+        if self.config.encoding == Encoding::Plain && proto::text::is_server_reply(message) {
+            log::warn!(
+                "`{}` is what a server answers, so a udptalk server will not answer it (that \
+                 is how two servers would loop; docs/PROTOCOL.md, \"Loops\"): send another text",
+                proto::text::Printable(message)
+            );
+        }
         self.next_id = id.next();
         Ok(Outgoing { id, datagram })
     }

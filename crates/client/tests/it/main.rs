@@ -544,3 +544,25 @@ fn help_says_what_the_client_does() -> Result {
     expect_test::expect_file!["help.txt"].assert_eq(&text(&out.stdout));
     Ok(())
 }
+
+/// A learner who sends a server's own words is told why no udptalk server answers them.
+#[test]
+fn sending_a_servers_answer_warns_that_it_will_not_be_answered() -> Result {
+    let closed = UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+    let out = client(
+        &[
+            "--server",
+            &closed.to_string(),
+            "--timeout",
+            "5s",
+            "Hello Client!!",
+        ],
+        None,
+    )?;
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("warning: `Hello Client!!` is what a server answers"),
+        "{err}"
+    );
+    Ok(())
+}
