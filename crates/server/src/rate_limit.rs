@@ -268,7 +268,8 @@ impl RateReport {
 
 impl fmt::Display for RateReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "rate limit: refused {} datagrams", self.refused)?;
+        let plural = if self.refused == 1 { "" } else { "s" };
+        write!(f, "rate limit: refused {} datagram{plural}", self.refused)?;
         if self.shared > 0 {
             write!(
                 f,

@@ -320,3 +320,37 @@ fn hostile_bytes_are_escaped_on_every_output() -> Result {
     );
     Ok(())
 }
+
+/// Over `--rate-limit`, datagrams are dropped unanswered and one log line names the sources
+/// (once, with what to try, and with its name said once).
+#[test]
+fn the_rate_limit_says_so_once_with_what_to_try() -> Result {
+    let server = spawn(&["--bind", "127.0.0.1:0", "--rate-limit", "1", "--quiet"])?;
+    let peer = peer_for(server.addr)?;
+    assert_eq!(ask(&peer, server.addr, b"a")?, b"Access count: 1");
+    assert_eq!(ask(&peer, server.addr, b"b")?, b"Access count: 2");
+    // The third in a burst of two is dropped: the answer to the fourth (after the bucket
+    // refills, a second later at most) is the third access.
+    peer.send_to(b"c", server.addr)?;
+    // Each try waits 300 ms: the bucket refills one datagram a second.
+    peer.set_read_timeout(Some(Duration::from_millis(300)))?;
+    let mut answer = Vec::new();
+    for _ in 0..30 {
+        peer.send_to(b"d", server.addr)?;
+        let mut buf = [0; 64];
+        if let Ok((len, _)) = peer.recv_from(&mut buf) {
+            answer = buf[..len].to_vec();
+            break;
+        }
+    }
+    assert_eq!(answer, b"Access count: 3");
+    sigterm(server.child.id())?;
+    let (code, _, err) = server.finish()?;
+    assert_eq!(code, 0);
+    assert!(
+        err.contains("warning: rate limit: refused 1 datagram; most from 127.0.0.1 (1); if they are real clients, raise --rate-limit (0 turns it off)"),
+        "{err}"
+    );
+    assert!(!err.contains("rate limit: rate limit"), "{err}");
+    Ok(())
+}
