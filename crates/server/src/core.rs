@@ -261,20 +261,20 @@ impl Core {
                     }
                     Verdict::Conflict => {
                         self.summary.malformed += 1;
-                        let refusal = Envelope::Error {
+                        let message = format!(
+                            "id {id} was already answered for a request with another body; a \
+                             resend repeats its body exactly, so send a new message with a new id"
+                        );
+                        Envelope::Error {
                             id: Some(id),
                             code: ErrorCode::BadId,
-                            message: format!(
-                                "id {id} was already answered for a request with another body; \
-                                 a resend repeats its body exactly, so send a new message with \
-                                 a new id"
-                            ),
+                            message: message.clone(),
+                        }
+                        .encode(answer);
+                        return Event::Refused {
+                            code: ErrorCode::BadId,
+                            message,
                         };
-                        refusal.encode(answer);
-                        let Envelope::Error { code, message, .. } = refusal else {
-                            unreachable!("built as an error just above")
-                        };
-                        return Event::Refused { code, message };
                     }
                     Verdict::Busy => {
                         self.summary.busy += 1;
@@ -300,15 +300,9 @@ impl Core {
             }
             Datagram::Envelope(Err(rejection)) => {
                 self.summary.malformed += 1;
-                let error = rejection.to_envelope();
-                error.encode(answer);
-                match error {
-                    Envelope::Error { code, message, .. } => Event::Refused { code, message },
-                    _ => Event::Refused {
-                        code: rejection.error.code(),
-                        message: rejection.error.to_string(),
-                    },
-                }
+                let (code, message) = (rejection.error.code(), rejection.error.to_string());
+                rejection.to_envelope().encode(answer);
+                Event::Refused { code, message }
             }
         }
     }
