@@ -96,7 +96,13 @@ fn run_into(
                 let message = match lines.next(stop)? {
                     Line::Text(line) => client.prepare(&line, which)?,
                     Line::TooLong(len) => return Err(client.too_large(len, which)),
-                    Line::Interrupted(interruption) => return Ok(End::Interrupted(interruption)),
+                    Line::Interrupted(interruption) => {
+                        if prompt {
+                            // End the prompt's line, so what follows starts on a line of its own.
+                            write_out(out, b"\n")?;
+                        }
+                        return Ok(End::Interrupted(interruption));
+                    }
                     Line::End => {
                         if prompt {
                             write_out(out, b"\n")?;
