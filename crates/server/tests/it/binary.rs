@@ -162,17 +162,32 @@ fn port_in_use_says_so_and_suggests_bind() -> Result {
 fn bad_usage_exits_2_with_a_hint() -> Result {
     for args in [
         &["--bind", "localhost"][..],
-        &["--buffer", "0"],
-        &["--idle", "0s"],
-        &["--idle", "18446744073709551615s"],
-        &["--idle", "366d"],
-        &["--mode", "shout"],
+        &["--bind", "127.0.0.1:0", "--buffer", "0"],
+        &["--bind", "127.0.0.1:0", "--idle", "0s"],
+        &["--bind", "127.0.0.1:0", "--idle", "18446744073709551615s"],
+        &["--bind", "127.0.0.1:0", "--idle", "366d"],
+        &["--bind", "127.0.0.1:0", "--mode", "shout"],
     ] {
-        let output = Command::new(env!("CARGO_BIN_EXE_udptalk-server"))
+        // Spawned with port 0 and waited for at most 10 s: a server that wrongly accepted the
+        // arguments would serve, and is then killed rather than waited for.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_udptalk-server"))
             .args(args)
-            .output()?;
-        assert_eq!(output.status.code(), Some(2), "{args:?}");
-        assert!(!output.stderr.is_empty());
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let status = wait_at_most(&mut child, Duration::from_secs(10))?;
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .ok_or("no stderr")?
+            .read_to_string(&mut err)?;
+        assert_eq!(status.and_then(|s| s.code()), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
     }
     let output = Command::new(env!("CARGO_BIN_EXE_udptalk-server"))
         .args(["--bind", "nonsense"])
