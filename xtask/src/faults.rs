@@ -12,13 +12,12 @@
 //!   of modes and encodings, the tutorial's, socat's echo) must not start an endless exchange.
 //! - **forged acks** ([`forged_acks`]): requests forged from the client's address with random
 //!   ids and acks must not silence the client.
-//! - **stalled stdout** ([`stalled`]): a server whose stdout nobody reads still answers
-//!   everything, and SIGTERM still ends it at once.
 //! - **flood** ([`flood`]): 100,000 hostile datagrams; the server still answers, its books
 //!   balance against the kernel's, its memory stays small, it does not panic.
 //!
 //! What one program shows alone is tested in its crate (a closed port, a silent peer, a
-//! wildcard bind); these rows need two programs, a proxy, forged datagrams or `/proc`.
+//! wildcard bind, a stdout nobody reads, signals); these rows need two programs, a proxy,
+//! forged datagrams or `/proc`.
 //! Forging needs raw sockets (root): without them, those rows are skipped with the reason.
 //!
 //! All traffic stays on 127.0.0.0/8 and ::1; every server binds port 0 and announces its port;
@@ -28,7 +27,6 @@ mod flood;
 mod forged_acks;
 mod loops;
 mod lossy;
-mod stalled;
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -80,7 +78,7 @@ const SERVER_PARTS: [&str; 6] = [
 type Fault = (&'static str, fn(&Bins) -> Result<Checks, String>);
 
 /// The rows, in the order they run.
-const FAULTS: [Fault; 6] = [
+const FAULTS: [Fault; 5] = [
     (
         "faults lossy proxy (drop, duplicate, delay ≤1s, reorder, both ways): json client \
          --retries 6 prints answers 1..=20 once each, server counts 20, cache answers the rest",
@@ -100,11 +98,6 @@ const FAULTS: [Fault; 6] = [
         "faults forged acks: 10,000 JSON requests forged from the json client's address, \
          random ids and acks: client answers all 20 lines once each, lost 0, exit 0",
         forged_acks::run,
-    ),
-    (
-        "faults stalled stdout (a pipe nobody reads): 1,000 JSON requests all answered, \
-         SIGTERM ends it with exit 0 in < 1s, `lines dropped` counted",
-        stalled::run,
     ),
     (
         "faults flood of 100,000 hostile datagrams from 8 sockets: answers after, sent = \

@@ -4,7 +4,7 @@
 //! - `cargo xtask test` is the one test command, and the CI contract: fmt, clippy, the tests,
 //!   the loopback matrix of `udptalk-server` × `udptalk-client` and independent peers, then the
 //!   faults stage (loss, duplication, delay, reordering, loops started by a forged datagram,
-//!   forged acks, a stalled stdout, a flood).
+//!   forged acks, a flood).
 //!
 //! Each task is a module with one `run` function. Cargo is invoked through `$CARGO`, so the
 //! toolchain that runs xtask also builds and checks the workspace. Unix only: the matrix passes

@@ -42,8 +42,6 @@ pub struct Output {
     pub elapsed: Duration,
     /// Set when we had to kill the child because it overran its time.
     pub killed_after: Option<Duration>,
-    /// When we saw it end (to within [`POLL`]), e.g. to time how long it took after a signal.
-    pub ended_at: Instant,
 }
 
 impl Output {
@@ -102,17 +100,6 @@ pub enum Input {
     Pipe,
 }
 
-/// What becomes of a child's stdout.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum StdoutMode {
-    /// Drained by a thread into a buffer, so the pipe never fills.
-    Drain,
-    /// A pipe whose read end we hold open and never read, as `PROGRAM | sleep 30` would: once
-    /// the kernel's pipe buffer is full, the child's writes block. Closed when the child has
-    /// been reaped.
-    Stall,
-}
-
 /// A running child whose output is being drained. Killed and reaped when dropped.
 pub struct Proc {
     child: Child,
@@ -132,16 +119,11 @@ impl Proc {
             Some(bytes) => Input::Bytes(bytes),
             None => Input::Null,
         };
-        Proc::spawn_with(command, input, StdoutMode::Drain)
+        Proc::spawn_with(command, input)
     }
 
-    /// Starts `command` with the stdin of `input`, its stdout as `stdout` says and its stderr
-    /// drained.
-    pub fn spawn_with(
-        mut command: Command,
-        input: Input,
-        stdout: StdoutMode,
-    ) -> Result<Proc, String> {
+    /// Starts `command` with the stdin of `input`, its stdout and stderr drained.
+    pub fn spawn_with(mut command: Command, input: Input) -> Result<Proc, String> {
         let shown = show_command(&command);
         command
             .stdin(match input {
@@ -169,11 +151,8 @@ impl Proc {
         let (lines_tx, stderr_lines) = mpsc::channel();
         let stdout_buffer = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        // A stalled stdout stays in `child`, open and unread, until `collect` or `drop`.
-        if stdout == StdoutMode::Drain {
-            if let Some(pipe) = child.stdout.take() {
-                drain(pipe, Arc::clone(&stdout_buffer), None, drained_tx.clone());
-            }
+        if let Some(pipe) = child.stdout.take() {
+            drain(pipe, Arc::clone(&stdout_buffer), None, drained_tx.clone());
         }
         if let Some(pipe) = child.stderr.take() {
             drain(pipe, Arc::clone(&stderr), Some(lines_tx), drained_tx);
@@ -252,11 +231,8 @@ impl Proc {
 
     fn collect(&mut self, status: Option<ExitStatus>, killed_after: Option<Duration>) -> Output {
         self.reaped = true;
-        let ended_at = Instant::now();
         let elapsed = self.started.elapsed();
-        // The child is gone: close what we still hold of its pipes (a stalled stdout, a stdin
-        // never taken).
-        drop(self.child.stdout.take());
+        // The child is gone: close what we still hold of its pipes (a stdin never taken).
         drop(self.child.stdin.take());
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         for _ in 0..2 {
@@ -271,7 +247,6 @@ impl Proc {
             stderr: snapshot(&self.stderr),
             elapsed,
             killed_after,
-            ended_at,
         }
     }
 }
@@ -416,24 +391,10 @@ impl Server {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        Server::spawn_with(bin, args, logs, StdoutMode::Drain)
-    }
-
-    /// Like [`Server::spawn_after_logs`], with the server's stdout as `stdout` says.
-    pub fn spawn_with<I, S>(
-        bin: &Path,
-        args: I,
-        logs: usize,
-        stdout: StdoutMode,
-    ) -> Result<Server, String>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
         let mut command = Command::new(bin);
         command.args(args);
         let shown = show_command(&command);
-        let proc = Proc::spawn_with(command, Input::Null, stdout)?;
+        let proc = Proc::spawn_with(command, Input::Null)?;
         let deadline = Instant::now() + ANNOUNCE_TIMEOUT;
         let mut early = Vec::new();
         loop {
@@ -497,23 +458,12 @@ impl Server {
     /// waits for it to end, killing it after `timeout`. Its summary is then the last thing it
     /// printed.
     pub fn terminate(self, timeout: Duration) -> Result<Output, String> {
-        Ok(self.terminate_timed(timeout)?.0)
-    }
-
-    /// Like [`Server::terminate`], also returning when the signal was sent, so that the time
-    /// to exit is `output.ended_at - sent`.
-    pub fn terminate_timed(self, timeout: Duration) -> Result<(Output, Instant), String> {
-        let pid = self.pid();
-        let sent = sigterm(pid);
-        let sent = match sent {
-            Ok(sent) => sent,
-            Err(error) => {
-                // Never leave it running: `kill` reaps it.
-                drop(self.proc.kill());
-                return Err(error);
-            }
-        };
-        Ok((self.proc.wait(timeout), sent))
+        if let Err(error) = sigterm(self.pid()) {
+            // Never leave it running: `kill` reaps it.
+            drop(self.proc.kill());
+            return Err(error);
+        }
+        Ok(self.proc.wait(timeout))
     }
 }
 

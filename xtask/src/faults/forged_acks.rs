@@ -21,7 +21,7 @@ use super::{
 };
 use crate::Bins;
 use crate::forge::{self, Forger};
-use crate::peers::{self, Input, Proc, StdoutMode};
+use crate::peers::{self, Input, Proc};
 
 /// Lines the client is given.
 const LINES: usize = 20;
@@ -71,7 +71,7 @@ pub fn run(bins: &Bins) -> Result<Checks, String> {
         "-v",
     ]);
     let shown = peers::show_command(&command);
-    let mut client = Proc::spawn_with(command, Input::Pipe, StdoutMode::Drain)?;
+    let mut client = Proc::spawn_with(command, Input::Pipe)?;
     let mut stdin = client
         .take_stdin()
         .ok_or_else(|| format!("`{shown}`: no stdin pipe"))?;
