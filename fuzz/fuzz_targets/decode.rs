@@ -2,7 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use proto::{Datagram, Envelope, MAX_BUFFER, classify, text::Printable};
+use proto::text::{Printable, needs_escape};
+use proto::{Datagram, Envelope, MAX_BUFFER, classify};
 
 fuzz_target!(|data: &[u8]| {
     // The first two bytes choose the receiver's limit, so the too_large path is reached too.
@@ -27,4 +28,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let shown = Printable(datagram).to_string();
     assert!(!shown.contains(['\n', '\r', '\x1b']), "escaped text is one safe line");
+    // Nothing that must be escaped survives, but the backslashes of the escapes themselves.
+    assert!(
+        !shown.chars().any(|c| c != '\\' && needs_escape(c)),
+        "escaped text carries no control, format, separator, private-use or unassigned character"
+    );
 });
