@@ -20,10 +20,13 @@
 //! - `Envelope::decode(&envelope.encode_to_vec(), limit) == Ok(envelope)` for every envelope
 //!   whose encoding fits `limit`.
 //!
+//! [`probe`] is what `ping` and `bench` send: plain text that carries a sequence number.
+//!
 //! [`text`] holds the tutorial's words and the escaping that keeps a peer's bytes from driving
 //! a terminal.
 
 mod envelope;
+pub mod probe;
 pub mod text;
 
 pub use envelope::{
