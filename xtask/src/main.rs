@@ -5,11 +5,14 @@
 //!   the loopback matrix of `udptalk-server` × `udptalk-client` and independent peers, then the
 //!   faults stage (loss, duplication, delay, reordering, loops started by a forged datagram,
 //!   forged acks, a flood).
+//! - `cargo xtask bench` measures udptalk against a bare echo loop and sockperf in interleaved
+//!   rounds and writes `target/bench/report.json` and `report.svg`.
 //!
 //! Each task is a module with one `run` function. Cargo is invoked through `$CARGO`, so the
 //! toolchain that runs xtask also builds and checks the workspace. Unix only: the matrix passes
 //! invalid UTF-8 as arguments, which only Unix command lines can carry.
 
+mod bench;
 mod demo;
 mod faults;
 mod forge;
@@ -39,6 +42,11 @@ enum Task {
     Demo,
     /// fmt --check, clippy -D warnings, cargo test, the loopback matrix, then the faults.
     Test(test::Args),
+    /// Measure udptalk against a bare echo loop (the cap) and sockperf: interleaved rounds,
+    /// one table, target/bench/report.json and report.svg. Release builds; about 6 minutes
+    /// (--quick: about one). proto's micro-benchmarks are separate and not run here:
+    /// `cargo bench -p proto --bench codec -- --quick`.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +54,7 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Demo => demo::run(),
         Task::Test(args) => test::run(&args),
+        Task::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
