@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use load::{Kit, Sample};
+pub use load::{Load, parse_bench};
 use rows::{Generator, Row, Server};
 
 /// Rounds of the full run: the issue asks for at least 5.
@@ -81,7 +82,11 @@ pub type Outcome = Result<Sample, String>;
 pub fn run(args: &Args) -> Result<(), String> {
     let started = Instant::now();
     let rounds = args.rounds.map_or(
-        if args.quick { QUICK_ROUNDS } else { FULL_ROUNDS },
+        if args.quick {
+            QUICK_ROUNDS
+        } else {
+            FULL_ROUNDS
+        },
         usize::from,
     );
     let duration = args.duration.unwrap_or(if args.quick {

@@ -14,6 +14,8 @@
 //!   ids and acks must not silence the client.
 //! - **flood** ([`flood`]): 100,000 hostile datagrams; the server still answers, its books
 //!   balance against the kernel's, its memory stays small, it does not panic.
+//! - **bench counts** ([`bench_counts`]): the client's `bench` against the server's books,
+//!   with 1 and 2 workers and JSON, and against a sink; exact counts, no speed.
 //!
 //! What one program shows alone is tested in its crate (a closed port, a silent peer, a
 //! wildcard bind, a stdout nobody reads, signals); these rows need two programs, a proxy,
@@ -23,6 +25,7 @@
 //! All traffic stays on 127.0.0.0/8 and ::1; every server binds port 0 and announces its port;
 //! every sending loop is bounded in count and time, and every wait has a deadline.
 
+mod bench_counts;
 mod flood;
 mod forged_acks;
 mod loops;
@@ -78,7 +81,7 @@ const SERVER_PARTS: [&str; 6] = [
 type Fault = (&'static str, fn(&Bins) -> Result<Checks, String>);
 
 /// The rows, in the order they run.
-const FAULTS: [Fault; 5] = [
+const FAULTS: [Fault; 9] = [
     (
         "faults lossy proxy (drop, duplicate, delay ≤1s, reorder, both ways): json client \
          --retries 6 prints answers 1..=20 once each, server counts 20, cache answers the rest",
@@ -103,6 +106,26 @@ const FAULTS: [Fault; 5] = [
         "faults flood of 100,000 hostile datagrams from 8 sockets: answers after, sent = \
          received + drops, R = C+D+M+L+B+O, VmHWM < 32 MiB, exit 0, no panic",
         flood::run,
+    ),
+    (
+        "bench counts --workers 1: bench --window 32 --duration 1s against count --quiet: \
+         server counted = bench sent = received, lost 0, highest Access count = counted",
+        bench_counts::one_worker,
+    ),
+    (
+        "bench counts --workers 2: bench --window 32 --duration 1s against count --quiet: \
+         server counted = bench sent = received, lost 0, highest Access count = counted",
+        bench_counts::two_workers,
+    ),
+    (
+        "bench counts json: bench --encoding json --window 32 against count --encoding auto: \
+         counted = sent = received, duplicates 0",
+        bench_counts::json,
+    ),
+    (
+        "bench sink: bench --rate 1000/s --duration 1s against --mode sink: the sink's report \
+         counts every datagram sent",
+        bench_counts::sink,
     ),
 ];
 

@@ -72,7 +72,9 @@ fn probes(c: &mut Criterion) {
     });
     write_probe(1_234_567, 1024, &mut out);
     let probe = out.clone();
-    c.bench_function("probe_seq 1 KiB", |b| b.iter(|| probe_seq(black_box(&probe))));
+    c.bench_function("probe_seq 1 KiB", |b| {
+        b.iter(|| probe_seq(black_box(&probe)))
+    });
 }
 
 criterion_group!(benches, encode, decode, classify_datagrams, probes);

@@ -229,10 +229,7 @@ fn start_server(kit: &Kit, row: &Row) -> Result<Running, String> {
             announced(command, stdout)
         }
         Server::Sockperf => {
-            let sockperf = kit
-                .sockperf
-                .as_ref()
-                .ok_or("sockperf is not installed")?;
+            let sockperf = kit.sockperf.as_ref().ok_or("sockperf is not installed")?;
             let port = peers::free_port(loopback.ip())?;
             let mut command = pinned(kit, cores, sockperf);
             command.args(["server", "-i", "127.0.0.1", "-p", &port.to_string()]);
@@ -315,7 +312,12 @@ pub fn run_row(kit: &Kit, row: &Row, duration: Duration) -> Result<Sample, Strin
     let cpu_us = ticks as f64 * 1e6 / kit.ticks_per_s as f64;
     let summary = stderr
         .as_ref()
-        .and_then(|lines| lines.iter().rev().find(|line| line.starts_with("summary: ")))
+        .and_then(|lines| {
+            lines
+                .iter()
+                .rev()
+                .find(|line| line.starts_with("summary: "))
+        })
         .cloned();
     if stderr.is_some() && summary.is_none() {
         return Err(format!(
@@ -330,7 +332,9 @@ pub fn run_row(kit: &Kit, row: &Row, duration: Duration) -> Result<Sample, Strin
             f64::NAN
         },
         peak_rss_kib: peak_rss_kib?,
-        counted: summary.as_deref().and_then(|s| summary_figure(s, "counted")),
+        counted: summary
+            .as_deref()
+            .and_then(|s| summary_figure(s, "counted")),
         lines_dropped: summary
             .as_deref()
             .map(|s| summary_figure(s, "lines dropped").unwrap_or(0)),
@@ -382,10 +386,7 @@ pub fn generate(
             parse_bench(&output.stdout).map_err(|e| format!("`{shown}`: {e}"))
         }
         Generator::SockperfPingPong => {
-            let sockperf = kit
-                .sockperf
-                .as_ref()
-                .ok_or("sockperf is not installed")?;
+            let sockperf = kit.sockperf.as_ref().ok_or("sockperf is not installed")?;
             let mut command = pinned(kit, cores, sockperf);
             let seconds = duration.as_secs_f64().ceil().max(1.0);
             command.args([
@@ -477,7 +478,8 @@ pub fn parse_sockperf(text: &str) -> Result<Load, String> {
     let valid_received =
         field(valid, "ReceivedMessages").ok_or("no ReceivedMessages in `[Valid Duration]`")?;
     let sent = field(total, "SentMessages").ok_or("no SentMessages in `[Total Run]`")?;
-    let received = field(total, "ReceivedMessages").ok_or("no ReceivedMessages in `[Total Run]`")?;
+    let received =
+        field(total, "ReceivedMessages").ok_or("no ReceivedMessages in `[Total Run]`")?;
     if run_time <= 0.0 {
         return Err(format!("`[Valid Duration]` RunTime is {run_time}"));
     }
@@ -488,7 +490,9 @@ pub fn parse_sockperf(text: &str) -> Result<Load, String> {
         .unwrap_or(0);
     let raw: Vec<Value> = text
         .lines()
-        .filter(|line| line.contains("Run]") || line.contains("Duration]") || line.contains("percentile"))
+        .filter(|line| {
+            line.contains("Run]") || line.contains("Duration]") || line.contains("percentile")
+        })
         .map(|line| Value::from(line.trim()))
         .collect();
     Ok(Load {

@@ -268,7 +268,10 @@ impl<'a> Report<'a> {
         );
         for (row, entry) in self.rows.iter().zip(&self.entries) {
             for verdict in &entry.verdicts {
-                println!("  target {} on {}: {}", verdict.number, row.name, verdict.detail);
+                println!(
+                    "  target {} on {}: {}",
+                    verdict.number, row.name, verdict.detail
+                );
             }
         }
         for (row, entry) in self.rows.iter().zip(&self.entries) {
@@ -386,7 +389,8 @@ impl<'a> Report<'a> {
         });
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| format!("cannot serialize the report: {e}"))?;
-        std::fs::write(path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))
+        std::fs::write(path, text + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 
     /// `report.svg`: two bar charts side by side, the replies/s ratio to the baseline and the
@@ -542,7 +546,9 @@ fn judge(target: Target, index: usize, rows: &[Row], entries: &[Entry]) -> Verdi
                 })
             });
             let p50 = bench.and_then(|b| {
-                paired(entries, b, index, |a, b| ratio(a.load.p50_us, b.load.p50_us))
+                paired(entries, b, index, |a, b| {
+                    ratio(a.load.p50_us, b.load.p50_us)
+                })
             });
             match (rate, p50) {
                 (Some(rate), Some(p50)) => verdict(
@@ -567,7 +573,10 @@ fn draw(path: &Path, bars: &[(&str, f64, f64)]) -> Result<(), Box<dyn std::error
     let n = bars.len().max(1) as f64;
     let ratio_max = bars.iter().map(|b| b.1).fold(1.2_f64, f64::max).ceil();
     let mut chart = ChartBuilder::on(&left)
-        .caption("replies/s ÷ baseline (same round; median)", ("sans-serif", 18))
+        .caption(
+            "replies/s ÷ baseline (same round; median)",
+            ("sans-serif", 18),
+        )
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(380)
@@ -580,15 +589,19 @@ fn draw(path: &Path, bars: &[(&str, f64, f64)]) -> Result<(), Box<dyn std::error
         .draw()?;
     // The row names, right-aligned left of their bars (plotters' own y labels would fall on
     // round numbers, not on the bars).
-    let name_style = TextStyle::from(("sans-serif", 13).into_font())
-        .pos(Pos::new(HPos::Right, VPos::Center));
+    let name_style =
+        TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(HPos::Right, VPos::Center));
     for (i, (name, _, _)) in bars.iter().enumerate() {
         let (x, y) = chart.backend_coord(&(0.0, n - 0.5 - i as f64));
         left.draw(&Text::new(name.to_string(), (x - 8, y), name_style.clone()))?;
     }
     chart.draw_series(bars.iter().enumerate().map(|(i, (_, ratio, _))| {
         let y = n - 1.0 - i as f64;
-        let color = if *ratio >= 0.95 { GREEN.mix(0.6) } else { RED.mix(0.6) };
+        let color = if *ratio >= 0.95 {
+            GREEN.mix(0.6)
+        } else {
+            RED.mix(0.6)
+        };
         Rectangle::new([(0.0, y + 0.15), (*ratio, y + 0.85)], color.filled())
     }))?;
     chart.draw_series(LineSeries::new(vec![(1.0, 0.0), (1.0, n)], BLACK))?;
@@ -628,7 +641,13 @@ mod tests {
     #[test]
     fn the_plot_is_an_svg_with_every_row() -> Result<(), Box<dyn std::error::Error>> {
         let path = std::env::temp_dir().join(format!("udptalk-bench-{}.svg", std::process::id()));
-        draw(&path, &[("baseline echo 14 B @1", 1.0, 30.0), ("udptalk count", 0.8, 45.0)])?;
+        draw(
+            &path,
+            &[
+                ("baseline echo 14 B @1", 1.0, 30.0),
+                ("udptalk count", 0.8, 45.0),
+            ],
+        )?;
         let svg = std::fs::read_to_string(&path)?;
         std::fs::remove_file(&path)?;
         assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(80)]);

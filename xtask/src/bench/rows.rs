@@ -334,8 +334,24 @@ pub fn rows() -> Vec<Row> {
         ours("count", false, &[], "plain", 1024, 32, exact),
         ours("count", false, &[], "plain", 16 * 1024, 32, exact),
         ours("echo", false, &[], "plain", 16 * 1024, 32, &[]),
-        ours("count", false, &["--workers", "1"], "plain", SMALL, 32, exact),
-        ours("count", false, &["--workers", "2"], "plain", SMALL, 32, exact),
+        ours(
+            "count",
+            false,
+            &["--workers", "1"],
+            "plain",
+            SMALL,
+            32,
+            exact,
+        ),
+        ours(
+            "count",
+            false,
+            &["--workers", "2"],
+            "plain",
+            SMALL,
+            32,
+            exact,
+        ),
     ]);
     let sockperf_hex = Generator::Bench {
         encoding: "plain",
@@ -456,8 +472,20 @@ mod tests {
         let rows = rows();
         assert!((15..=22).contains(&rows.len()), "{} rows", rows.len());
         for text in [
-            "count", "echo", "hello", "--quiet", "> file", "json", "--workers 1", "--workers 2",
-            "14 B", "1 KiB", "16 KiB", "@1", "@32", "sockperf server",
+            "count",
+            "echo",
+            "hello",
+            "--quiet",
+            "> file",
+            "json",
+            "--workers 1",
+            "--workers 2",
+            "14 B",
+            "1 KiB",
+            "16 KiB",
+            "@1",
+            "@32",
+            "sockperf server",
         ] {
             assert!(rows.iter().any(|row| row.name.contains(text)), "{text}");
         }
@@ -469,10 +497,18 @@ mod tests {
         let names: Vec<&str> = rows.iter().map(|row| row.name.as_str()).collect();
         assert_eq!(
             names,
-            ["baseline echo 14 B @32", "udptalk count --quiet json 14 B @32"]
+            [
+                "baseline echo 14 B @32",
+                "udptalk count --quiet json 14 B @32"
+            ]
         );
         let rows = select(Some("sockperf server, sockperf"));
-        assert_eq!(rows.len(), 4, "{:?}", rows.iter().map(|r| &r.name).collect::<Vec<_>>());
+        assert_eq!(
+            rows.len(),
+            4,
+            "{:?}",
+            rows.iter().map(|r| &r.name).collect::<Vec<_>>()
+        );
     }
 
     #[test]
