@@ -65,17 +65,33 @@ pub struct Load {
     pub p50_us: f64,
     /// RTT 99th percentile, µs.
     pub p99_us: f64,
-    /// Requests sent over the whole run (sockperf: warm-up included).
+    /// Requests sent in the measured time.
     pub sent: u64,
-    /// Replies received over the whole run (sockperf: warm-up included), the divisor of the
-    /// server's CPU time.
+    /// Replies received in the measured time.
     pub received: u64,
-    /// Requests that got no reply.
+    /// Requests of the measured time that got no reply.
     pub lost: u64,
+    /// Requests sent in the warm-up before the measured time (not in `sent`, but served and
+    /// counted by the server all the same).
+    pub warmup_sent: u64,
+    /// Replies received in the warm-up.
+    pub warmup_received: u64,
     /// The highest `Access count: N` seen (udptalk's count mode).
     pub highest_access: Option<u64>,
     /// The generator's own output object (bench) or the lines read (sockperf).
     pub raw: Value,
+}
+
+impl Load {
+    /// Every reply of the run, warm-up included: what the server's CPU time is divided by.
+    pub fn all_received(&self) -> u64 {
+        self.received + self.warmup_received
+    }
+
+    /// Every request of the run, warm-up included: what a count server must have counted.
+    pub fn all_sent(&self) -> u64 {
+        self.sent + self.warmup_sent
+    }
 }
 
 /// One row's figures in one round.
@@ -326,8 +342,8 @@ pub fn run_row(kit: &Kit, row: &Row, duration: Duration) -> Result<Sample, Strin
         ));
     }
     Ok(Sample {
-        cpu_us_per_reply: if load.received > 0 {
-            cpu_us / load.received as f64
+        cpu_us_per_reply: if load.all_received() > 0 {
+            cpu_us / load.all_received() as f64
         } else {
             f64::NAN
         },
@@ -448,6 +464,9 @@ pub fn parse_bench(stdout: &[u8]) -> Result<Load, String> {
         sent: count("sent")?,
         received: count("received")?,
         lost: count("lost")?,
+        // Older or other generators may have no warm-up: none then.
+        warmup_sent: object["warmup_sent"].as_u64().unwrap_or(0),
+        warmup_received: object["warmup_received"].as_u64().unwrap_or(0),
         highest_access: object["highest_access"].as_u64(),
         raw: object,
     })
@@ -455,7 +474,8 @@ pub fn parse_bench(stdout: &[u8]) -> Result<Load, String> {
 
 /// Reads `sockperf ping-pong --full-rtt`'s report: replies/s from the `[Valid Duration]` line
 /// (received over run time, warm-up excluded), the percentiles (µs, round trips with
-/// `--full-rtt`), and the `[Total Run]` counts (warm-up included: what the server served).
+/// `--full-rtt`), and from the `[Total Run]` counts what the warm-up and the run's edges
+/// added (served by the server all the same).
 pub fn parse_sockperf(text: &str) -> Result<Load, String> {
     let field = |line: &str, name: &str| -> Option<f64> {
         let (_, rest) = line.split_once(&format!("{name}="))?;
@@ -475,6 +495,7 @@ pub fn parse_sockperf(text: &str) -> Result<Load, String> {
             .ok_or_else(|| format!("no `percentile {p}` line"))
     };
     let run_time = field(valid, "RunTime").ok_or("no RunTime in `[Valid Duration]`")?;
+    let valid_sent = field(valid, "SentMessages").ok_or("no SentMessages in `[Valid Duration]`")?;
     let valid_received =
         field(valid, "ReceivedMessages").ok_or("no ReceivedMessages in `[Valid Duration]`")?;
     let sent = field(total, "SentMessages").ok_or("no SentMessages in `[Total Run]`")?;
@@ -499,9 +520,11 @@ pub fn parse_sockperf(text: &str) -> Result<Load, String> {
         replies_per_s: valid_received / run_time,
         p50_us: percentile("50.000")?,
         p99_us: percentile("99.000")?,
-        sent: sent as u64,
-        received: received as u64,
+        sent: valid_sent as u64,
+        received: valid_received as u64,
         lost: dropped,
+        warmup_sent: (sent - valid_sent).max(0.0) as u64,
+        warmup_received: (received - valid_received).max(0.0) as u64,
         highest_access: None,
         raw: Value::from(raw),
     })
@@ -602,17 +625,19 @@ sockperf: ---> percentile 50.000 =   88.260
         let load = parse_sockperf(SOCKPERF)?;
         assert!((load.replies_per_s - 9801.0 / 1.55).abs() < 0.01);
         assert_eq!((load.p50_us, load.p99_us), (88.26, 887.887));
-        assert_eq!((load.sent, load.received, load.lost), (16186, 16185, 0));
+        assert_eq!((load.sent, load.received, load.lost), (9801, 9801, 0));
+        assert_eq!((load.all_sent(), load.all_received()), (16186, 16185));
         Ok(())
     }
 
     #[test]
     fn bench_result_is_read() -> Result<(), String> {
-        let line = br#"{"kind":"bench","server":"127.0.0.1:9","mode":"closed","encoding":"plain","window":32,"size":14,"duration_s":1.0,"sent":1000,"received":1000,"lost":0,"duplicated":0,"reordered":0,"replies_per_s":999.5,"rtt_us":{"min":5,"mean":9.5,"p50":9,"p90":12,"p99":20,"p999":40,"max":90},"highest_access":1000,"sink":null}"#;
+        let line = br#"{"kind":"bench","server":"127.0.0.1:9","mode":"closed","encoding":"plain","window":32,"size":14,"duration_s":1.0,"sent":1000,"received":1000,"lost":0,"duplicated":0,"reordered":0,"replies_per_s":999.5,"rtt_us":{"min":5,"mean":9.5,"p50":9,"p90":12,"p99":20,"p999":40,"max":90},"highest_access":1200,"sink":null,"warmup_sent":200,"warmup_received":200}"#;
         let load = parse_bench(line)?;
         assert_eq!((load.sent, load.received, load.lost), (1000, 1000, 0));
         assert_eq!((load.p50_us, load.p99_us), (9.0, 20.0));
-        assert_eq!(load.highest_access, Some(1000));
+        assert_eq!(load.highest_access, Some(1200));
+        assert_eq!((load.all_sent(), load.all_received()), (1200, 1200));
         assert!(parse_bench(b"no json").is_err());
         Ok(())
     }

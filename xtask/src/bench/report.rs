@@ -135,8 +135,8 @@ impl<'a> Report<'a> {
                             p50_ratio: pair.and_then(|(m, t)| ratio(m.load.p50_us, t.load.p50_us)),
                             exact: mine.filter(|_| is_count(row)).map(|s| {
                                 let load = &s.load;
-                                s.counted == Some(load.sent)
-                                    && load.received == load.sent
+                                s.counted == Some(load.all_sent())
+                                    && load.all_received() == load.all_sent()
                                     && load.lost == 0
                                     && load.highest_access == s.counted
                             }),
@@ -324,6 +324,8 @@ impl<'a> Report<'a> {
                                 "sent": s.load.sent,
                                 "received": s.load.received,
                                 "lost": s.load.lost,
+                                "warmup_sent": s.load.warmup_sent,
+                                "warmup_received": s.load.warmup_received,
                                 "highest_access": s.load.highest_access,
                                 "cpu_us_per_reply": finite(s.cpu_us_per_reply),
                                 "peak_rss_kib": s.peak_rss_kib,
@@ -509,8 +511,8 @@ fn judge(target: Target, index: usize, rows: &[Row], entries: &[Entry]) -> Verdi
         Target::ExactCount => match m.exact {
             Some(exact) => verdict(
                 exact,
-                "server's counted = bench's sent = received = highest Access count, lost 0, \
-                 every round"
+                "server's counted = bench's sent = received = highest Access count (warm-up \
+                 included), lost 0, every round"
                     .to_owned(),
             ),
             None => missing("no count figures"),

@@ -43,8 +43,10 @@ fn read_bench(client: &Output, checks: &mut Checks) -> Option<Load> {
     match parse_bench(&client.stdout) {
         Ok(load) => {
             checks.figure(format!(
-                "sent {}, received {}, lost {}",
-                load.sent, load.received, load.lost
+                "sent {}, received {}, lost {} (warm-up included)",
+                load.all_sent(),
+                load.all_received(),
+                load.lost
             ));
             Some(load)
         }
@@ -83,22 +85,23 @@ fn counts(bins: &Bins, server_args: &[&str], encoding: &str) -> Result<Checks, S
     Ok(checks)
 }
 
-/// The closed loop's books: what the bench sent, received and saw against the summary.
+/// The closed loop's books: what the bench sent, received and saw (its warm-up included: the
+/// server counts those too) against the summary.
 fn check_counts(load: &Load, summary: &Summary, checks: &mut Checks) {
     let counted = summary.get("counted");
+    let (sent, received) = (load.all_sent(), load.all_received());
     checks.figure(format!("server counted {}", show(counted)));
     checks.check(load.sent > 0, || "the bench sent nothing".to_owned());
-    checks.check(counted == Some(load.sent), || {
+    checks.check(counted == Some(sent), || {
         format!(
-            "server counted {} but the bench sent {}: {summary}",
-            show(counted),
-            load.sent
+            "server counted {} but the bench sent {sent} (warm-up included): {summary}",
+            show(counted)
         )
     });
-    checks.check(load.received == load.sent && load.lost == 0, || {
+    checks.check(received == sent && load.lost == 0, || {
         format!(
-            "the bench received {} of {} (lost {}) on loopback at {WINDOW} in flight",
-            load.received, load.sent, load.lost
+            "the bench received {received} of {sent} (lost {}) on loopback at {WINDOW} in flight",
+            load.lost
         )
     });
     checks.check(load.highest_access == counted, || {
@@ -146,11 +149,12 @@ pub fn sink(bins: &Bins) -> Result<Checks, String> {
     let datagrams = load.raw["sink"]["datagrams"].as_u64();
     checks.figure(format!("sink datagrams {}", show(datagrams)));
     checks.check(load.sent > 0, || "the bench sent nothing".to_owned());
-    checks.check(datagrams == Some(load.sent), || {
+    checks.check(datagrams == Some(load.all_sent()), || {
         format!(
-            "the sink's report counts {} datagrams but the bench sent {}; its sink object: {}",
+            "the sink's report counts {} datagrams but the bench sent {} (warm-up included); \
+             its sink object: {}",
             show(datagrams),
-            load.sent,
+            load.all_sent(),
             load.raw.get("sink").unwrap_or(&Value::Null)
         )
     });
