@@ -388,7 +388,7 @@ pub fn generate(
             ]);
             match payload_hex {
                 Some(hex) => command.args(["--payload-hex", hex]),
-                None => command.args(["--size", &row.size.to_string()]),
+                None => command.args(["--size", &row.wire_size.unwrap_or(row.size).to_string()]),
             };
             let shown = peers::show_command(&command);
             let output = peers::run(command, None, duration + GENERATOR_GRACE)?;
