@@ -109,7 +109,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let skips: Vec<Option<String>> = rows.iter().map(|row| skip_reason(&kit, row)).collect();
     let runnable: Vec<usize> = (0..rows.len()).filter(|&i| skips[i].is_none()).collect();
     println!(
-        "==> bench: {} rows ({} skipped) × {rounds} rounds × {:.1}s loads, {} cores, pinning {}",
+        "==> bench: {} rows ({} skipped) × {rounds} rounds × {:.1}s loads, {} cores, pinning {}{}",
         rows.len(),
         rows.len() - runnable.len(),
         duration.as_secs_f64(),
@@ -119,6 +119,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         } else {
             "off (no taskset)"
         },
+        if kit.nice { ", nice -n -10" } else { "" },
     );
 
     // outcomes[row][round]; a skipped row's are all None.
@@ -240,6 +241,7 @@ fn kit() -> Result<Kit, String> {
         baseline: find("echo-baseline")?,
         sockperf: crate::peers::which("sockperf"),
         taskset: crate::peers::which("taskset"),
+        nice: load::can_raise_priority(),
         cores: std::thread::available_parallelism().map_or(1, usize::from),
         ticks_per_s: load::ticks_per_second(),
         server_help,

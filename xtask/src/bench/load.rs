@@ -44,6 +44,10 @@ pub struct Kit {
     pub sockperf: Option<PathBuf>,
     /// `taskset`, if installed: without it nothing is pinned.
     pub taskset: Option<PathBuf>,
+    /// `nice -n -10`, when this user may raise priorities (root): the measured programs then
+    /// win their cores from other work on a shared machine (builds), which otherwise halves a
+    /// round's figures now and then.
+    pub nice: bool,
     /// Cores this process may use.
     pub cores: usize,
     /// Clock ticks per second of `/proc/PID/stat` (`getconf CLK_TCK`).
@@ -163,17 +167,33 @@ fn lock(lines: &Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
     }
 }
 
-/// `taskset -c CORES PROGRAM` when taskset exists (it execs the program: same pid), else the
-/// program alone.
+/// `nice -n -10 taskset -c CORES PROGRAM`, each part when available (both exec the next:
+/// the program keeps the pid we started).
 fn pinned(kit: &Kit, cores: &str, program: &Path) -> Command {
-    match &kit.taskset {
-        Some(taskset) => {
-            let mut command = Command::new(taskset);
-            command.arg("-c").arg(cores).arg(program);
-            command
-        }
-        None => Command::new(program),
+    let mut words: Vec<std::ffi::OsString> = Vec::new();
+    if kit.nice {
+        words.extend(["nice", "-n", NICENESS].map(Into::into));
     }
+    if let Some(taskset) = &kit.taskset {
+        words.extend([taskset.as_os_str().to_owned(), "-c".into(), cores.into()]);
+    }
+    words.push(program.as_os_str().to_owned());
+    let mut command = Command::new(&words[0]);
+    command.args(&words[1..]);
+    command
+}
+
+/// The niceness of the measured programs when raising priority is allowed.
+const NICENESS: &str = "-10";
+
+/// Whether `nice -n -10` works here, silently (an unprivileged `nice` warns on stderr, which
+/// would come before a server's `listening on` line).
+pub fn can_raise_priority() -> bool {
+    Command::new("nice")
+        .args(["-n", NICENESS, "true"])
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|out| out.status.success() && out.stderr.is_empty())
 }
 
 /// A child just started: its stderr lines, collected and also sent one by one.

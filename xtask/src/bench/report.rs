@@ -69,6 +69,7 @@ pub struct Report<'a> {
     entries: Vec<Entry>,
     cores: usize,
     pinned: bool,
+    nice: bool,
     rounds: usize,
     duration: Duration,
 }
@@ -165,6 +166,7 @@ impl<'a> Report<'a> {
             entries,
             cores: kit.cores,
             pinned: kit.taskset.is_some(),
+            nice: kit.nice,
             rounds,
             duration,
         }
@@ -262,9 +264,10 @@ impl<'a> Report<'a> {
         println!(
             "medians of {} interleaved rounds of {:.1}s loads; ratio = median of per-round \
              replies/s over the same round's baseline (same payload, window, generator, \
-             pinning); pin sN cM = server on core(s) N, client on core M (taskset -c)",
+             pinning); pin sN cM = server on core(s) N, client on core M (taskset -c){}",
             self.rounds,
-            self.duration.as_secs_f64()
+            self.duration.as_secs_f64(),
+            if self.nice { "; both at nice -10" } else { "" }
         );
         for (row, entry) in self.rows.iter().zip(&self.entries) {
             for verdict in &entry.verdicts {
@@ -387,6 +390,7 @@ impl<'a> Report<'a> {
             "elapsed_s": elapsed.as_secs_f64(),
             "cores": self.cores,
             "pinned": self.pinned,
+            "nice": if self.nice { Some(-10) } else { None },
             "rows": rows,
         });
         let text = serde_json::to_string_pretty(&report)
