@@ -17,8 +17,10 @@ mod client;
 mod error;
 mod input;
 mod report;
+mod rtt;
 mod stop;
 mod sys;
+mod window;
 
 pub use args::{Args, Config, Encoding, MAX_DURATION};
 pub use backoff::Backoff;
@@ -26,7 +28,9 @@ pub use client::{Client, Exchange, NoReply, Outcome, Outgoing};
 pub use error::{Error, Which};
 pub use input::Input;
 pub use report::Report;
+pub use rtt::Rtts;
 pub use stop::{Interruption, SLICE, Signal, Stop};
+pub use window::{HISTORY, Key, Reply, Tally, Window};
 
 use std::io::{self, Write};
 
