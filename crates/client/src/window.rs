@@ -206,6 +206,19 @@ impl Window {
         }
     }
 
+    /// Records that request `seq`, still awaited, was sent again at `now` because its earlier
+    /// sends were refused (ICMP port unreachable): none of them can be answered, so its timeout
+    /// starts over and its answer still gives an RTT sample. `false` when `seq` is not awaited.
+    pub fn retime(&mut self, seq: u64, now: Instant) -> bool {
+        match self.slot_mut(seq) {
+            Some(Slot::Waiting { sent_at, .. }) => {
+                *sent_at = now;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Matches a reply received at `now` by `key`, and keeps the books.
     pub fn reply(&mut self, key: Key, now: Instant) -> Reply {
         let seq = match key {
