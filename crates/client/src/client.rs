@@ -130,12 +130,7 @@ impl Client {
             config: config.clone(),
             current: 0,
             buf: vec![0; RECV_BUFFER],
-            window: Window::new(
-                1,
-                config.timeout,
-                0,
-                Id::new(first_id).unwrap_or(Id::MIN),
-            ),
+            window: Window::new(1, config.timeout, 0, Id::new(first_id).unwrap_or(Id::MIN)),
             next_prepared: 0,
             warned_fragmentation: false,
         })

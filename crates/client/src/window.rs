@@ -139,6 +139,11 @@ impl Window {
         self.outstanding < self.capacity
     }
 
+    /// How many more requests may be sent now: `capacity` less those in flight.
+    pub fn capacity_left(&self) -> usize {
+        self.capacity.saturating_sub(self.outstanding)
+    }
+
     /// Requests in flight: sent, neither answered nor lost.
     pub fn outstanding(&self) -> usize {
         self.outstanding
@@ -347,8 +352,7 @@ impl Window {
 
     /// Moves the watermark past requests no longer awaited.
     fn advance_low(&mut self) {
-        while self.low < self.next_seq
-            && !matches!(self.slot(self.low), Some(Slot::Waiting { .. }))
+        while self.low < self.next_seq && !matches!(self.slot(self.low), Some(Slot::Waiting { .. }))
         {
             self.low += 1;
         }
