@@ -137,10 +137,10 @@ pub struct PingArgs {
           value_parser = parse_interval)]
     pub interval: Duration,
 
-    /// Bytes on the wire per probe (with --encoding json, the whole envelope); at least 14,
-    /// what `seq ` and ten digits take (more with json: the minimum is said)
-    #[arg(long, short = 's', value_name = "BYTES", default_value_t = proto::probe::MIN_PROBE_SIZE)]
-    pub size: usize,
+    /// Bytes on the wire per probe, at least (and by default) 14: `seq ` and ten digits. With
+    /// --encoding json the whole envelope: at least (and by default) 93
+    #[arg(long, short = 's', value_name = "BYTES")]
+    pub size: Option<usize>,
 }
 
 /// `bench`'s own flags.
@@ -159,14 +159,15 @@ pub struct BenchArgs {
           value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub window: u16,
 
-    /// Bytes on the wire per request (with --encoding json, the whole envelope); default 14
+    /// Bytes on the wire per request, at least (and by default) 14; with --encoding json the
+    /// whole envelope, at least (and by default) 93
     #[arg(long, short = 's', value_name = "BYTES")]
     pub size: Option<usize>,
 
     /// Send exactly these bytes every time, given in hex (e.g. sockperf's
     /// 000000000000000100030000000e to drive `sockperf server`); replies are matched in order
     #[arg(long, value_name = "HEX", value_parser = parse_hex)]
-    pub payload_hex: Option<Vec<u8>>,
+    pub payload_hex: Option<HexPayload>,
 
     /// Open loop: send N requests per second (e.g. 1000 or 1000/s) whatever comes back
     #[arg(long, value_name = "N/s", value_parser = parse_rate)]
@@ -185,6 +186,10 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Output::Human)]
     pub output: Output,
 }
+
+/// The bytes of `--payload-hex` (a type of its own: clap would take `Vec<u8>` for many values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HexPayload(pub Vec<u8>);
 
 /// How `bench` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -253,14 +258,15 @@ impl PingConfig {
     /// `ping`'s configuration from the shared flags and its own.
     pub fn from_args(args: &Args, ping: &PingArgs) -> Result<PingConfig, Error> {
         let server = first_server(&args.server)?;
-        check_size(ping.size, args.encoding, server)?;
+        let size = ping.size.unwrap_or(min_size(args.encoding));
+        check_size(size, args.encoding, server)?;
         Ok(PingConfig {
             server,
             encoding: args.encoding,
             timeout: args.timeout,
             interval: ping.interval,
             count: ping.count,
-            size: ping.size,
+            size,
         })
     }
 }
@@ -283,7 +289,7 @@ impl BenchConfig {
                         .to_owned(),
                 });
             }
-            (Some(bytes), None) => {
+            (Some(HexPayload(bytes)), None) => {
                 let max = proto::max_payload(server.ip());
                 if bytes.len() > max {
                     return Err(Error::Usage {
@@ -297,7 +303,7 @@ impl BenchConfig {
                 Payload::Fixed(bytes.clone())
             }
             (None, size) => {
-                let size = size.unwrap_or(proto::probe::MIN_PROBE_SIZE);
+                let size = size.unwrap_or(min_size(args.encoding));
                 check_size(size, args.encoding, server)?;
                 Payload::Probe { size }
             }
@@ -422,7 +428,7 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 }
 
 /// `--payload-hex`: bytes written as pairs of hex digits, e.g. `00ff10`.
-fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
+fn parse_hex(text: &str) -> Result<HexPayload, String> {
     let digits = text.trim();
     let bad = |why: String| {
         format!(
@@ -450,7 +456,8 @@ fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
                 .and_then(|pair| u8::from_str_radix(pair, 16).ok())
                 .ok_or_else(|| bad("not hex".to_owned()))
         })
-        .collect()
+        .collect::<Result<Vec<u8>, String>>()
+        .map(HexPayload)
 }
 
 /// A duration from 1ns to [`MAX_DURATION`], written as humantime reads it: `2s`, `500ms`, `1h 30m`.
@@ -475,7 +482,7 @@ mod tests {
 
     #[test]
     fn hex_payloads_are_read_or_refused_with_the_reason() {
-        assert_eq!(parse_hex("00ff0A"), Ok(vec![0, 255, 10]));
+        assert_eq!(parse_hex("00ff0A"), Ok(HexPayload(vec![0, 255, 10])));
         for (text, why) in [("0", "odd"), ("zz", "`z` at offset 0"), ("", "empty")] {
             let refused = parse_hex(text);
             assert!(
