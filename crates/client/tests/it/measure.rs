@@ -630,3 +630,48 @@ fn ping_and_bench_against_the_real_server() -> Result {
     }
     Ok(())
 }
+
+#[test]
+fn ping_marks_late_and_duplicated_replies() -> Result {
+    let first = Arc::new(AtomicU64::new(0));
+    let peer = peer("127.0.0.1", move |s, from, got| {
+        if first.fetch_add(1, Ordering::SeqCst) == 0 {
+            // The first reply comes after its 100 ms timeout (the next probe is due at 300 ms).
+            std::thread::sleep(Duration::from_millis(180));
+            s.send_to(got, from).map(drop)
+        } else {
+            s.send_to(got, from)?;
+            s.send_to(got, from).map(drop)
+        }
+    })?;
+    let out = client(
+        &[
+            "ping",
+            "--server",
+            &peer.addr.to_string(),
+            "-c",
+            "3",
+            "-i",
+            "0.3",
+            "--timeout",
+            "100ms",
+        ],
+        None,
+    )?;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(": seq=1 time=") && stdout.contains(" ms (late)\n"),
+        "{stdout}"
+    );
+    // The second copy of the last reply may come after ping has ended, as with ping(8).
+    assert!(stdout.contains(": seq=2 (DUP!)\n"), "{stdout}");
+    assert!(
+        stdout.contains("3 packets transmitted, 3 received, +")
+            && stdout.contains(" duplicates, 0% packet loss"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" duplicated, 0 reordered"), "{stdout}");
+    peer.received()?;
+    Ok(())
+}
