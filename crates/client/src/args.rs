@@ -65,8 +65,8 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", default_value = proto::DEFAULT_ADDR, global = true)]
     pub server: String,
 
-    /// How long to wait for a reply before giving up or resending, e.g. 2s or 500ms (at most
-    /// 365 days)
+    /// How long to wait for a reply before giving up or resending (ping, bench: before it
+    /// counts lost), e.g. 2s or 500ms (at most 365 days)
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration,
           global = true)]
     pub timeout: Duration,
@@ -82,7 +82,8 @@ pub struct Args {
     pub retries: Option<u32>,
 
     /// Bound on the whole run, e.g. 10s (at most 365 days); when it passes, even while waiting
-    /// for a line of input, the client prints the summary and exits with code 3
+    /// for a line of input, the client prints the summary and exits with code 3 (ping and
+    /// bench print their statistics, and exit 0 if anything answered)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
     pub deadline: Option<Duration>,
 
