@@ -293,8 +293,11 @@ impl Engine {
             } else {
                 wait
             };
-            self.receive(wait)?;
-            now = Instant::now();
+            // The clock read at the receive serves the rest of the turn.
+            now = match self.receive(wait)? {
+                Some(received_at) => received_at,
+                None => Instant::now(),
+            };
             if next_expiry.is_some_and(|expiry| now >= expiry) {
                 self.window.expire(now, |_| {});
                 next_expiry = self.window.next_expiry();
@@ -357,14 +360,15 @@ impl Engine {
         Ok(sent)
     }
 
-    /// Takes the replies that arrive within `wait` (at least one, if any comes).
-    fn receive(&mut self, wait: Duration) -> Result<usize, Error> {
+    /// Takes the replies that arrive within `wait` (at least one, if any comes); returns when
+    /// they were taken, if any came.
+    fn receive(&mut self, wait: Duration) -> Result<Option<Instant>, Error> {
         let n = self
             .socket
             .recv_batch(&mut self.batch, wait)
             .map_err(|e| socket_error(e, "receiving", self.socket.peer()))?;
         if n == 0 {
-            return Ok(0);
+            return Ok(None);
         }
         let now = Instant::now();
         for i in 0..n {
@@ -379,7 +383,7 @@ impl Engine {
                 self.jitter.add(rtt);
             }
         }
-        Ok(n)
+        Ok(Some(now))
     }
 
     /// Asks a sink for its report on us, waiting at most `timeout`.

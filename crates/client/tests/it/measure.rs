@@ -675,3 +675,44 @@ fn ping_marks_late_and_duplicated_replies() -> Result {
     peer.received()?;
     Ok(())
 }
+
+#[test]
+fn a_closed_port_ends_bench_with_4_and_ping_counts_it_lost() -> Result {
+    // A port nobody listens on: bind one, note it, and close it.
+    let addr = std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .to_string();
+    let out = client(
+        &[
+            "bench",
+            "--server",
+            &addr,
+            "--duration",
+            "1s",
+            "--warmup",
+            "0",
+        ],
+        None,
+    )?;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("no server is listening"), "{err}");
+    let out = client(
+        &[
+            "ping",
+            "--server",
+            &addr,
+            "-c",
+            "2",
+            "-i",
+            "0.05",
+            "--timeout",
+            "100ms",
+        ],
+        None,
+    )?;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("port unreachable"));
+    assert!(text(&out.stdout).contains("2 packets transmitted, 0 received, 100% packet loss"));
+    Ok(())
+}
