@@ -4,9 +4,10 @@ use std::ffi::OsString;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::Error;
+use crate::probes::{Payload, min_size};
+use crate::{BenchConfig, Error, PingConfig};
 
 /// The longest `--timeout` or `--deadline` accepted: a year. Longer ones are refused at once,
 /// rather than overflow the clock when added to the present (`Instant + Duration` panics).
@@ -45,25 +46,33 @@ pub enum Encoding {
 ///   2  bad usage, or a message over the UDP payload limit (what was sent is said)
 ///   1  anything else (e.g. --encoding json and the reply is not an envelope)
 ///   130, 143, 129  stopped by SIGINT (Ctrl-C), SIGTERM or SIGHUP, after the summary
+///
+/// `ping` and `bench` measure the server instead (see `udptalk-client ping --help`). To send
+/// the word `ping` or `bench` as a message, put `--` before it: `udptalk-client -- ping`.
 #[derive(Debug, Parser)]
 #[command(name = "udptalk-client", version, verbatim_doc_comment)]
 pub struct Args {
+    /// Measure instead of talking: `ping` or `bench`
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Messages to send, one datagram each ("" sends an empty one); none: read standard input
     #[arg(value_name = "MESSAGE")]
     pub messages: Vec<OsString>,
 
     /// Server address, HOST:PORT; a host name with several addresses tries the next one when
     /// nothing listens on the first
-    #[arg(long, value_name = "ADDR", default_value = proto::DEFAULT_ADDR)]
+    #[arg(long, value_name = "ADDR", default_value = proto::DEFAULT_ADDR, global = true)]
     pub server: String,
 
-    /// How long to wait for a reply before giving up or resending, e.g. 2s or 500ms (at most
-    /// 365 days)
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    /// How long to wait for a reply before giving up or resending (ping, bench: before it
+    /// counts lost), e.g. 2s or 500ms (at most 365 days)
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration,
+          global = true)]
     pub timeout: Duration,
 
     /// plain: the datagram is the message; json: an envelope with an id
-    #[arg(long, value_enum, default_value_t = Encoding::Plain)]
+    #[arg(long, value_enum, default_value_t = Encoding::Plain, global = true)]
     pub encoding: Encoding,
 
     /// Resends of an unanswered message, each after a doubling wait (capped at 8 timeouts,
@@ -73,8 +82,9 @@ pub struct Args {
     pub retries: Option<u32>,
 
     /// Bound on the whole run, e.g. 10s (at most 365 days); when it passes, even while waiting
-    /// for a line of input, the client prints the summary and exits with code 3
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// for a line of input, the client prints the summary and exits with code 3 (ping and
+    /// bench print their statistics, and exit 0 if anything answered)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
     pub deadline: Option<Duration>,
 
     /// Longest reply kept, in bytes (1-65535; the tutorial used 1024); a longer one is cut to
@@ -84,8 +94,111 @@ pub struct Args {
     pub buffer: u16,
 
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
-    #[arg(long, short, action = clap::ArgAction::Count)]
+    #[arg(long, short, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+}
+
+/// The measuring subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Like ping(8), over UDP: one probe per --interval, a line per reply, statistics at the end
+    ///
+    /// Each probe carries its sequence number (`seq 1.........`, padded to --size). A reply is
+    /// matched to its probe by that number when the server echoes it, by id with --encoding
+    /// json, and otherwise to the oldest probe awaited, so any UDP server can be pinged. A probe
+    /// unanswered after --timeout counts lost; its reply, if it comes later, is shown `(late)`.
+    /// Ctrl-C (or --deadline, or --count) ends it with the statistics: exit 0 if any reply came,
+    /// 3 if none.
+    #[command(verbatim_doc_comment)]
+    Ping(PingArgs),
+    /// Load the server and measure it: closed loop (--window in flight), or open loop (--rate)
+    ///
+    /// Closed loop, like sockperf ping-pong: --window requests in flight (1 = ping-pong), each
+    /// answer's slot refilled at once, for --duration (after --warmup, not measured). Open loop,
+    /// like iperf3 -u -b: --rate probes per second whatever comes back; against a
+    /// `udptalk-server --mode sink`, the server's own count of what arrived is asked for at the
+    /// end. A request unanswered after --timeout counts lost; at the end outstanding requests are
+    /// awaited (at most --timeout), so sent = received + lost.
+    /// Reports replies/s, RTT percentiles (HdrHistogram), lost, duplicated, reordered, and the
+    /// highest `Access count: N` seen. Exit 0 if any reply (or the sink's report) came, 3 if none.
+    #[command(verbatim_doc_comment)]
+    Bench(BenchArgs),
+}
+
+/// `ping`'s own flags (the shared ones, --server, --encoding, --timeout, --deadline, -v, are
+/// the client's).
+#[derive(Debug, clap::Args)]
+pub struct PingArgs {
+    /// Stop after N probes (default: until Ctrl-C or --deadline)
+    #[arg(long, short = 'c', value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Time between probes: 1s, 200ms, or seconds as a number (0.2)
+    #[arg(long, short = 'i', value_name = "DURATION", default_value = "1s",
+          value_parser = parse_interval)]
+    pub interval: Duration,
+
+    /// Bytes on the wire per probe, at least (and by default) 14: `seq ` and ten digits. With
+    /// --encoding json the whole envelope: at least (and by default) 93
+    #[arg(long, short = 's', value_name = "BYTES")]
+    pub size: Option<usize>,
+}
+
+/// `bench`'s own flags.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// How long to measure, after the warm-up: e.g. 5s, 500ms
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Stop after N requests (measured ones) even before --duration
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Requests in flight, closed loop (1 = ping-pong, as sockperf's); 1-4096
+    #[arg(long, short = 'w', value_name = "W", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub window: u16,
+
+    /// Bytes on the wire per request, at least (and by default) 14; with --encoding json the
+    /// whole envelope, at least (and by default) 93
+    #[arg(long, short = 's', value_name = "BYTES")]
+    pub size: Option<usize>,
+
+    /// Send exactly these bytes every time, given in hex (e.g. sockperf's
+    /// 000000000000000100030000000e to drive `sockperf server`); replies are matched in order
+    #[arg(long, value_name = "HEX", value_parser = parse_hex)]
+    pub payload_hex: Option<HexPayload>,
+
+    /// Open loop: send N requests per second (e.g. 1000 or 1000/s) whatever comes back
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+
+    /// With --rate: spread each send time at random by up to this much (e.g. 100us)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "rate")]
+    pub jitter: Option<Duration>,
+
+    /// Run this long before measuring, not counted (sockets, caches and CPU frequency settle);
+    /// 0 for none
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration_or_zero)]
+    pub warmup: Duration,
+
+    /// human: a report for people; json: one JSON object on standard output
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+}
+
+/// The bytes of `--payload-hex` (a type of its own: clap would take `Vec<u8>` for many values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HexPayload(pub Vec<u8>);
+
+/// How `bench` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Lines for people.
+    Human,
+    /// One JSON object on standard output.
+    Json,
 }
 
 /// Everything the client needs, checked and resolved.
@@ -120,34 +233,7 @@ impl Config {
 
     /// Resolves `args.server` (an IP address and port, or a host name and port).
     pub fn from_args(args: &Args) -> Result<Config, Error> {
-        let bad = |reason: String| Error::BadServer {
-            given: args.server.clone(),
-            reason,
-        };
-        let servers: Vec<SocketAddr> = match args.server.parse::<SocketAddr>() {
-            Ok(addr) => vec![addr],
-            Err(_) => {
-                if !args.server.contains(':') {
-                    return Err(bad("it has no port".to_owned()));
-                }
-                args.server
-                    .to_socket_addrs()
-                    .map_err(|e| bad(format!("cannot resolve it ({e})")))?
-                    .collect()
-            }
-        };
-        if servers.is_empty() {
-            return Err(bad("the name has no address".to_owned()));
-        }
-        if let Some(unspecified) = servers.iter().find(|addr| addr.ip().is_unspecified()) {
-            return Err(bad(format!(
-                "{} is not an address a datagram can go to",
-                unspecified.ip()
-            )));
-        }
-        if let Some(zero) = servers.iter().find(|addr| addr.port() == 0) {
-            return Err(bad(format!("port 0 of {} cannot be sent to", zero.ip())));
-        }
+        let servers = resolve_server(&args.server)?;
         let retries = args.retries.unwrap_or(match args.encoding {
             Encoding::Json => 2,
             Encoding::Plain => 0,
@@ -169,6 +255,212 @@ impl Config {
     }
 }
 
+impl PingConfig {
+    /// `ping`'s configuration from the shared flags and its own.
+    pub fn from_args(args: &Args, ping: &PingArgs) -> Result<PingConfig, Error> {
+        let server = first_server(&args.server)?;
+        let size = ping.size.unwrap_or(min_size(args.encoding));
+        check_size(size, args.encoding, server)?;
+        Ok(PingConfig {
+            server,
+            encoding: args.encoding,
+            timeout: args.timeout,
+            interval: ping.interval,
+            count: ping.count,
+            size,
+        })
+    }
+}
+
+impl BenchConfig {
+    /// `bench`'s configuration from the shared flags and its own.
+    pub fn from_args(args: &Args, bench: &BenchArgs) -> Result<BenchConfig, Error> {
+        let server = first_server(&args.server)?;
+        let payload = match (&bench.payload_hex, bench.size) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Usage {
+                    reason: "--payload-hex sets the bytes sent, and so their size: drop --size"
+                        .to_owned(),
+                });
+            }
+            (Some(_), None) if args.encoding == Encoding::Json => {
+                return Err(Error::Usage {
+                    reason: "--payload-hex sends its bytes as they are, which --encoding json \
+                             would wrap in an envelope: drop one of them"
+                        .to_owned(),
+                });
+            }
+            (Some(HexPayload(bytes)), None) => {
+                let max = proto::max_payload(server.ip());
+                if bytes.len() > max {
+                    return Err(Error::Usage {
+                        reason: format!(
+                            "--payload-hex is {} bytes, over the UDP payload limit of {max} \
+                             bytes towards {server}: give a shorter one",
+                            bytes.len()
+                        ),
+                    });
+                }
+                Payload::Fixed(bytes.clone())
+            }
+            (None, size) => {
+                let size = size.unwrap_or(min_size(args.encoding));
+                check_size(size, args.encoding, server)?;
+                Payload::Probe { size }
+            }
+        };
+        Ok(BenchConfig {
+            server,
+            encoding: args.encoding,
+            payload,
+            timeout: args.timeout,
+            duration: bench.duration,
+            count: bench.count,
+            window: usize::from(bench.window),
+            rate: bench.rate,
+            jitter: bench.jitter,
+            warmup: bench.warmup,
+        })
+    }
+}
+
+/// The first address of `server`: `ping` and `bench` measure one address.
+fn first_server(server: &str) -> Result<SocketAddr, Error> {
+    let servers = resolve_server(server)?;
+    servers.first().copied().ok_or_else(|| Error::BadServer {
+        given: server.to_owned(),
+        reason: "the name has no address".to_owned(),
+    })
+}
+
+/// Refuses a `--size` that cannot carry a probe's sequence number, or over one datagram.
+fn check_size(size: usize, encoding: Encoding, server: SocketAddr) -> Result<(), Error> {
+    let min = min_size(encoding);
+    let max = proto::max_payload(server.ip());
+    let json = if encoding == Encoding::Json {
+        " with --encoding json (the envelope included)"
+    } else {
+        ""
+    };
+    if size < min {
+        return Err(Error::Usage {
+            reason: format!(
+                "--size {size} cannot carry a probe's sequence number{json}: the minimum is \
+                 {min} bytes"
+            ),
+        });
+    }
+    if size > max {
+        return Err(Error::Usage {
+            reason: format!(
+                "--size {size} is over the UDP payload limit of {max} bytes towards {server}: \
+                 give at most {max}"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The addresses of `server` (an IP address and port, or a host name and port), each one a
+/// datagram can go to.
+pub fn resolve_server(server: &str) -> Result<Vec<SocketAddr>, Error> {
+    let bad = |reason: String| Error::BadServer {
+        given: server.to_owned(),
+        reason,
+    };
+    let servers: Vec<SocketAddr> = match server.parse::<SocketAddr>() {
+        Ok(addr) => vec![addr],
+        Err(_) => {
+            if !server.contains(':') {
+                return Err(bad("it has no port".to_owned()));
+            }
+            server
+                .to_socket_addrs()
+                .map_err(|e| bad(format!("cannot resolve it ({e})")))?
+                .collect()
+        }
+    };
+    if servers.is_empty() {
+        return Err(bad("the name has no address".to_owned()));
+    }
+    if let Some(unspecified) = servers.iter().find(|addr| addr.ip().is_unspecified()) {
+        return Err(bad(format!(
+            "{} is not an address a datagram can go to",
+            unspecified.ip()
+        )));
+    }
+    if let Some(zero) = servers.iter().find(|addr| addr.port() == 0) {
+        return Err(bad(format!("port 0 of {} cannot be sent to", zero.ip())));
+    }
+    Ok(servers)
+}
+
+/// A duration as [`parse_duration`] reads it, or zero (`0`, `0s`).
+fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+    if text.trim().trim_end_matches('s').trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
+}
+
+/// `--interval`: a duration (`200ms`), or seconds as a number (`0.2`, as ping(8) takes it).
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds > 0.0 => Duration::try_from_secs_f64(seconds)
+            .ok()
+            .filter(|d| !d.is_zero() && *d <= MAX_DURATION)
+            .ok_or_else(|| format!("{text} seconds is out of range; write e.g. 1 or 0.2")),
+        Ok(_) => Err(format!(
+            "{text} is not a time between probes; write a positive number of seconds (0.2) or a              duration (200ms)"
+        )),
+        Err(_) => parse_duration(text),
+    }
+}
+
+/// `--rate`: requests per second, `1000` or `1000/s`, more than zero and at most 10 million.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches("/s");
+    match number.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= 1e7 => Ok(rate),
+        _ => Err(format!(
+            "{text} is not a rate; write requests per second between 0 and 10000000, e.g.              1000/s"
+        )),
+    }
+}
+
+/// `--payload-hex`: bytes written as pairs of hex digits, e.g. `00ff10`.
+fn parse_hex(text: &str) -> Result<HexPayload, String> {
+    let digits = text.trim();
+    let bad = |why: String| {
+        format!(
+            "{why}; write the payload as pairs of hex digits, e.g. 000000000000000100030000000e"
+        )
+    };
+    if digits.is_empty() {
+        return Err(bad("the payload is empty".to_owned()));
+    }
+    if digits.len() % 2 != 0 {
+        return Err(bad(format!("{} hex digits is an odd number", digits.len())));
+    }
+    if let Some((at, c)) = digits.char_indices().find(|(_, c)| !c.is_ascii_hexdigit()) {
+        return Err(bad(format!(
+            "`{}` at offset {at} is not a hex digit",
+            c.escape_default()
+        )));
+    }
+    digits
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(|| bad("not hex".to_owned()))
+        })
+        .collect::<Result<Vec<u8>, String>>()
+        .map(HexPayload)
+}
+
 /// A duration from 1ns to [`MAX_DURATION`], written as humantime reads it: `2s`, `500ms`, `1h 30m`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let max_days = MAX_DURATION.as_secs() / (24 * 60 * 60);
@@ -188,6 +480,31 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_payloads_are_read_or_refused_with_the_reason() {
+        assert_eq!(parse_hex("00ff0A"), Ok(HexPayload(vec![0, 255, 10])));
+        for (text, why) in [("0", "odd"), ("zz", "`z` at offset 0"), ("", "empty")] {
+            let refused = parse_hex(text);
+            assert!(
+                refused.as_ref().is_err_and(|e| e.contains(why)),
+                "{text}: {refused:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn intervals_and_rates_read_as_people_write_them() {
+        assert_eq!(parse_interval("0.2"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_interval("200ms"), Ok(Duration::from_millis(200)));
+        assert!(parse_interval("0").is_err());
+        assert!(parse_interval("-1").is_err());
+        assert_eq!(parse_rate("1000/s"), Ok(1000.0));
+        assert_eq!(parse_rate("250"), Ok(250.0));
+        assert!(parse_rate("0").is_err());
+        assert_eq!(parse_duration_or_zero("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration_or_zero("1s"), Ok(Duration::from_secs(1)));
+    }
 
     #[test]
     fn durations_are_refused_past_the_maximum() {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use proto::{Datagram, Envelope, ErrorCode, Id, RECV_BUFFER, RETRY_WINDOW};
 
 use crate::sys::{self, Socket};
-use crate::{Backoff, Config, Encoding, Error, Interruption, Stop, Which};
+use crate::{Backoff, Config, Encoding, Error, Interruption, Key, Reply, Stop, Which, Window};
 
 /// How one message ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +89,8 @@ pub struct Exchange {
 /// A message checked and encoded by [`Client::prepare`], ready for [`Client::exchange`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
+    /// Its sequence number in the client's [`Window`].
+    seq: u64,
     id: Id,
     datagram: Vec<u8>,
 }
@@ -101,9 +103,13 @@ pub struct Client {
     /// Index in `config.servers` of the address in use.
     current: usize,
     buf: Vec<u8>,
-    /// The id of the next JSON request: random at first, like TCP's initial sequence number,
-    /// so that an off-path sender cannot guess which ids are outstanding.
-    next_id: Id,
+    /// The message in flight (one at a time: the tutorial's exchange), its id, Karn's rule and
+    /// the books of duplicated and late answers. Ids start at a random point, like TCP's
+    /// initial sequence number, so that an off-path sender cannot guess which are outstanding.
+    window: Window,
+    /// The sequence number the next [`Client::prepare`] gives: messages are prepared and then
+    /// sent in the same order, so it runs ahead of the window's.
+    next_prepared: u64,
     warned_fragmentation: bool,
 }
 
@@ -124,7 +130,8 @@ impl Client {
             config: config.clone(),
             current: 0,
             buf: vec![0; RECV_BUFFER],
-            next_id: Id::new(first_id).unwrap_or(Id::MIN),
+            window: Window::new(1, config.timeout, 0, Id::new(first_id).unwrap_or(Id::MIN)),
+            next_prepared: 0,
             warned_fragmentation: false,
         })
     }
@@ -148,7 +155,8 @@ impl Client {
     /// sent as it is: longer than one datagram carries, or, in JSON mode, not UTF-8 (a JSON
     /// string is text; changing the bytes would lose them silently).
     pub fn prepare(&mut self, message: &[u8], which: Which) -> Result<Outgoing, Error> {
-        let id = self.next_id;
+        let seq = self.next_prepared;
+        let id = self.window.id_of(seq);
         let datagram = match self.config.encoding {
             Encoding::Plain => message.to_vec(),
             Encoding::Json => {
@@ -176,8 +184,8 @@ impl Client {
                 proto::text::Printable(message)
             );
         }
-        self.next_id = id.next();
-        Ok(Outgoing { id, datagram })
+        self.next_prepared += 1;
+        Ok(Outgoing { seq, id, datagram })
     }
 
     /// The refusal of a message of `len` bytes, too long to be read whole (a line of input).
@@ -186,7 +194,7 @@ impl Client {
             which,
             len,
             escaped: None,
-            limit: self.limit(self.next_id),
+            limit: self.limit(self.window.id_of(self.next_prepared)),
             encoding: self.config.encoding,
         }
     }
@@ -216,8 +224,8 @@ impl Client {
         mut sent: impl FnMut() -> Result<(), Error>,
         stop: &Stop,
     ) -> Result<Exchange, Error> {
-        let Outgoing { id, datagram } = outgoing;
-        let id = *id;
+        let Outgoing { seq, id, datagram } = outgoing;
+        let (seq, id) = (*seq, *id);
         self.warn_if_fragmenting(datagram.len());
         let mut refusals = 0;
         if self.config.encoding == Encoding::Plain {
@@ -237,6 +245,8 @@ impl Client {
         let mut attempt = 0;
         // `Sent a message.` once per message, however many datagrams carry it.
         let mut told = false;
+        // Whether the window has the message: from its first send that was not refused.
+        let mut in_window = false;
         while attempt < self.backoff.attempts() {
             if attempt > 0 {
                 if first_send.elapsed() >= RETRY_WINDOW {
@@ -258,6 +268,17 @@ impl Client {
                 continue;
             }
             exchange.attempts += 1;
+            if !in_window {
+                in_window = true;
+                let sent_seq = self.window.send(sent_at);
+                debug_assert_eq!(sent_seq, seq, "messages are sent in the order prepared");
+            } else if exchange.attempts == 1 {
+                // Every earlier send was refused, so none of them can be answered: this one
+                // still gives an RTT.
+                self.window.retime(seq, sent_at);
+            } else {
+                self.window.resend(seq, sent_at);
+            }
             if !told {
                 told = true;
                 sent()?;
@@ -288,8 +309,13 @@ impl Client {
                 Ok(Some(outcome)) => {
                     let answered =
                         matches!(outcome, Outcome::Reply { .. } | Outcome::ServerError { .. });
-                    if answered && exchange.attempts == 1 {
-                        exchange.rtt = Some(sent_at.elapsed());
+                    if answered {
+                        // Karn's rule is the window's: no RTT when the message was resent.
+                        if let Reply::Matched { rtt, .. } =
+                            self.window.reply(Key::Seq(seq), Instant::now())
+                        {
+                            exchange.rtt = rtt;
+                        }
                     }
                     exchange.outcome = outcome;
                     return Ok(exchange);
@@ -304,6 +330,7 @@ impl Client {
             }
             attempt += 1;
         }
+        self.window.give_up(seq);
         exchange.outcome = Outcome::NoReply(NoReply {
             peer: self.peer(),
             // The schedule's waits (without jitter): `2s` for one attempt with --timeout 2s.
@@ -372,7 +399,7 @@ impl Client {
 
     /// The answer in `self.buf[..len]`, or `None` for a datagram that answers no outstanding
     /// request (a duplicate, a late answer to an earlier request, or an id never asked for).
-    fn read_answer(&self, len: usize, id: Id) -> Result<Option<Outcome>, Error> {
+    fn read_answer(&mut self, len: usize, id: Id) -> Result<Option<Outcome>, Error> {
         let datagram = &self.buf[..len];
         let keep = |text: &[u8]| Outcome::Reply {
             text: text[..text.len().min(self.config.buffer)].to_vec(),
@@ -392,6 +419,10 @@ impl Client {
                     Ok(Some(Outcome::ServerError { code, message }))
                 }
                 Ok(other) => {
+                    // Not ours: the window tells a duplicate or late answer from a stray one.
+                    if let Some(got) = other.id() {
+                        self.window.reply(Key::Id(got), Instant::now());
+                    }
                     log::debug!(
                         "dropped a {} envelope with id {}; waiting for id {id}",
                         other.kind(),

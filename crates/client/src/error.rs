@@ -47,6 +47,12 @@ pub enum Error {
         /// The message's number, from 1.
         number: usize,
     },
+    /// Occurs when `ping` or `bench` is given flags that cannot work together or a size that
+    /// cannot carry a probe.
+    Usage {
+        /// What is wrong and what to write instead.
+        reason: String,
+    },
     /// Occurs when every address of the server answered ICMP port unreachable: nothing listens.
     Refused {
         /// The (last) address tried.
@@ -189,6 +195,7 @@ impl fmt::Display for Error {
                 "message {number} is not valid Unicode, and this system passes command-line \
                  arguments as Unicode; nothing was sent: send it on standard input instead"
             ),
+            Error::Usage { reason } => write!(f, "{reason}"),
             Error::Refused { peer } => write!(
                 f,
                 "no server is listening on {peer} (it answered \"port unreachable\"); start one \

@@ -13,20 +13,32 @@
 
 mod args;
 mod backoff;
+mod bench;
 mod client;
 mod error;
 mod input;
+mod ping;
+mod probes;
 mod report;
+mod rtt;
 mod stop;
 mod sys;
+mod window;
 
-pub use args::{Args, Config, Encoding, MAX_DURATION};
+pub use args::{
+    Args, BenchArgs, Command, Config, Encoding, MAX_DURATION, Output, PingArgs, resolve_server,
+};
 pub use backoff::Backoff;
+pub use bench::{BenchConfig, BenchResult, bench};
 pub use client::{Client, Exchange, NoReply, Outcome, Outgoing};
 pub use error::{Error, Which};
 pub use input::Input;
+pub use ping::{PingConfig, PingSummary, ping};
+pub use probes::{Payload, min_size};
 pub use report::Report;
+pub use rtt::Rtts;
 pub use stop::{Interruption, SLICE, Signal, Stop};
+pub use window::{HISTORY, Key, Reply, Tally, Window};
 
 use std::io::{self, Write};
 

@@ -5,11 +5,16 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use client::{End, Error, Interruption, Report, Stop, tell};
+use client::{
+    BenchConfig, Command, End, Error, Interruption, Output, PingConfig, Report, Stop, tell,
+};
 
 fn main() -> ExitCode {
     let args = client::Args::parse();
     init_logging(args.verbose);
+    if let Some(command) = &args.command {
+        return ExitCode::from(measure(&args, command));
+    }
     let (report, end) = match client::Config::from_args(&args) {
         Ok(config) => {
             let mut stop = Stop::new();
@@ -39,6 +44,47 @@ fn main() -> ExitCode {
     ExitCode::from(exit_code(&report, &end))
 }
 
+/// `ping` or `bench`: the statistics are printed however it ended (Ctrl-C included); exit 0
+/// when anything answered, 3 when nothing did, or the error's code.
+fn measure(args: &client::Args, command: &Command) -> u8 {
+    let mut stop = Stop::new();
+    if let Some(deadline) = args.deadline {
+        stop = stop.with_deadline(deadline);
+    }
+    if let Err(e) = stop.listen_for_signals() {
+        log::warn!("cannot catch signals ({e}); Ctrl-C will end the run without statistics");
+    }
+    let answered = match command {
+        Command::Ping(ping) => PingConfig::from_args(args, ping).and_then(|config| {
+            let mut out = std::io::stdout().lock();
+            let summary = client::ping(&config, &mut out, &stop)?;
+            let _ = write!(out, "\n{summary}");
+            Ok(summary.answered())
+        }),
+        Command::Bench(bench) => BenchConfig::from_args(args, bench).and_then(|config| {
+            let result = client::bench(&config, &stop)?;
+            let mut out = std::io::stdout().lock();
+            match bench.output {
+                Output::Human => {
+                    let _ = write!(out, "{result}");
+                }
+                Output::Json => {
+                    let _ = writeln!(out, "{}", result.to_json());
+                }
+            }
+            Ok(result.answered())
+        }),
+    };
+    match answered {
+        Ok(true) => 0,
+        Ok(false) => 3,
+        Err(e) => {
+            tell(format_args!("error: {e}"));
+            exit_code(&Report::default(), &Err(e))
+        }
+    }
+}
+
 /// The exit code, from how the run ended and what happened to its messages. An error or an
 /// interruption ends the run and decides; otherwise the most serious outcome seen does:
 /// 3 no reply, then 6 an error envelope, 5 a truncated reply, 0 all answered.
@@ -48,7 +94,8 @@ fn exit_code(report: &Report, end: &Result<End, Error>) -> u8 {
             Error::BadServer { .. }
             | Error::TooLarge { .. }
             | Error::NotText { .. }
-            | Error::ArgNotUnicode { .. },
+            | Error::ArgNotUnicode { .. }
+            | Error::Usage { .. },
         ) => 2,
         Err(Error::Refused { .. }) => 4,
         Err(

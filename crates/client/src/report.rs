@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::{Exchange, Outcome};
+use crate::{Exchange, Outcome, Rtts};
 
 /// What happened to the messages of one run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub struct Report {
     /// Replies longer than `--buffer`, cut and reported.
     pub truncated: u64,
     /// Round-trip times of the messages answered at the first attempt (Karn's rule).
-    pub rtts: Vec<Duration>,
+    pub rtts: Rtts,
 }
 
 impl Report {
@@ -53,7 +53,7 @@ impl Report {
             Outcome::Interrupted(_) => self.interrupted += 1,
         }
         if let Some(rtt) = exchange.rtt {
-            self.rtts.push(rtt);
+            self.rtts.record(rtt);
         }
     }
 
@@ -84,16 +84,16 @@ impl fmt::Display for Report {
         if self.truncated > 0 {
             write!(f, ", truncated {}", self.truncated)?;
         }
-        let mut rtts = self.rtts.clone();
-        rtts.sort_unstable();
-        if let (Some(min), Some(max)) = (rtts.first(), rtts.last()) {
-            let median = rtts[rtts.len() / 2];
-            let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+        let rtts = &self.rtts;
+        if let (Some(min), Some(median), Some(max)) =
+            (rtts.min(), rtts.percentile(50.0), rtts.max())
+        {
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
             write!(
                 f,
                 ", rtt min/median/max {:.3}/{:.3}/{:.3} ms",
                 ms(min),
-                ms(&median),
+                ms(median),
                 ms(max)
             )?;
         }

@@ -28,6 +28,7 @@ const MAX_DRAIN: usize = 1_024;
 /// drops datagrams from any other address and reports ICMP "port unreachable" as a refusal.
 pub(crate) struct Socket {
     socket: UdpSocket,
+    peer: SocketAddr,
     /// The receive timeout last set: setting it costs a system call, so it is set only when
     /// it changes (a wait is received in slices of the same length).
     timeout: Option<Duration>,
@@ -50,8 +51,14 @@ impl Socket {
         })?;
         Ok(Socket {
             socket,
+            peer,
             timeout: None,
         })
+    }
+
+    /// The peer it is connected to.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
     }
 
     /// Sends one datagram. A refusal (see [`refused`]) means nothing listens on the peer.
@@ -96,6 +103,88 @@ impl Socket {
     /// [`MAX_DRAIN`]). A refusal pending on the socket is returned as the error it is.
     pub(crate) fn drain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         imp::drain(&self.socket, buf, MAX_DRAIN)
+    }
+
+    /// Sends `datagrams` in as few system calls as the platform allows (one `sendmmsg` on
+    /// Linux); returns how many went (fewer when the socket's buffer filled up).
+    pub(crate) fn send_batch(&self, batch: &mut Batch, datagrams: &[Vec<u8>]) -> io::Result<usize> {
+        let datagrams = &datagrams[..datagrams.len().min(batch.capacity)];
+        if datagrams.len() == 1 {
+            return self.send(&datagrams[0]).map(|()| 1);
+        }
+        imp::send_batch(&self.socket, &mut batch.sys, datagrams)
+    }
+
+    /// Receives what has arrived into `batch`, waiting at most `wait` for the first datagram
+    /// (`recvmmsg` with `MSG_WAITFORONE` on Linux: whatever else is queued comes in the same
+    /// call). Returns how many; 0 when none came in time. A zero `wait` does not block.
+    pub(crate) fn recv_batch(&mut self, batch: &mut Batch, wait: Duration) -> io::Result<usize> {
+        let flags_nonblocking = wait.is_zero();
+        if !flags_nonblocking && self.timeout != Some(wait) {
+            self.socket.set_read_timeout(Some(wait))?;
+            self.timeout = Some(wait);
+        }
+        batch.received = 0;
+        let Batch {
+            sys,
+            bufs,
+            lens,
+            slot,
+            capacity,
+            ..
+        } = batch;
+        let received = imp::recv_batch(
+            &self.socket,
+            sys,
+            &mut bufs[..*slot * *capacity],
+            *slot,
+            lens,
+            flags_nonblocking,
+        )?;
+        batch.received = received;
+        Ok(received)
+    }
+}
+
+/// Preallocated room for batched sends and receives: nothing is allocated per datagram.
+pub(crate) struct Batch {
+    sys: imp::BatchHeaders,
+    capacity: usize,
+    /// Bytes per received datagram kept; a longer one is cut (its full length is in `lens`).
+    slot: usize,
+    bufs: Vec<u8>,
+    /// Full length of each datagram received.
+    lens: Vec<usize>,
+    received: usize,
+}
+
+impl Batch {
+    /// Room for `capacity` datagrams at a time (at least 1), each received into `slot` bytes.
+    pub(crate) fn new(capacity: usize, slot: usize) -> Batch {
+        let capacity = capacity.max(1);
+        Batch {
+            sys: imp::BatchHeaders::new(capacity),
+            capacity,
+            slot: slot.max(1),
+            bufs: vec![0; capacity * slot.max(1)],
+            lens: vec![0; capacity],
+            received: 0,
+        }
+    }
+
+    /// How many datagrams a call sends or receives at most.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The `i`th datagram of the last receive (cut to the slot), and its full length.
+    pub(crate) fn get(&self, i: usize) -> Option<(&[u8], usize)> {
+        if i >= self.received {
+            return None;
+        }
+        let len = self.lens[i];
+        let start = i * self.slot;
+        Some((&self.bufs[start..start + len.min(self.slot)], len))
     }
 }
 
@@ -150,6 +239,8 @@ mod unix {
         e.kind() == io::ErrorKind::ConnectionRefused
     }
 
+    pub(super) use super::batch::{BatchHeaders, recv_batch, send_batch};
+
     pub(super) fn listen_for_signals(flag: &Arc<AtomicUsize>) -> io::Result<()> {
         // A second signal while the first is being handled (say, the run is stuck writing to a
         // stdout nobody reads) gets the signal's default action: the process ends at once.
@@ -168,6 +259,175 @@ mod unix {
 
     pub(super) fn arg_bytes(arg: OsString) -> Result<Vec<u8>, OsString> {
         Ok(arg.into_vec())
+    }
+}
+
+/// `sendmmsg`/`recvmmsg` through nix's safe wrappers, on Linux.
+#[cfg(target_os = "linux")]
+mod batch {
+    use std::io::{self, IoSlice, IoSliceMut};
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    use nix::errno::Errno;
+    use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, recvmmsg, sendmmsg};
+
+    /// Most datagrams one call moves: the I/O vectors live on the stack, this many at a time.
+    const MAX: usize = 64;
+
+    /// The `mmsghdr` arrays, allocated once.
+    pub(crate) struct BatchHeaders {
+        send: MultiHeaders<()>,
+        recv: MultiHeaders<()>,
+    }
+
+    impl BatchHeaders {
+        pub(crate) fn new(capacity: usize) -> BatchHeaders {
+            let n = capacity.min(MAX);
+            BatchHeaders {
+                send: MultiHeaders::preallocate(n, None),
+                recv: MultiHeaders::preallocate(n, None),
+            }
+        }
+    }
+
+    pub(crate) fn send_batch(
+        socket: &UdpSocket,
+        headers: &mut BatchHeaders,
+        datagrams: &[Vec<u8>],
+    ) -> io::Result<usize> {
+        let n = datagrams.len().min(MAX);
+        let iovs: [[IoSlice<'_>; 1]; MAX] = std::array::from_fn(|i| {
+            [IoSlice::new(
+                datagrams.get(i).map_or(&[][..], Vec::as_slice),
+            )]
+        });
+        let addrs = [None::<()>; MAX];
+        let cmsgs: [ControlMessage<'_>; 0] = [];
+        loop {
+            match sendmmsg(
+                socket.as_raw_fd(),
+                &mut headers.send,
+                &iovs[..n],
+                &addrs[..n],
+                cmsgs,
+                MsgFlags::empty(),
+            ) {
+                Ok(results) => return Ok(results.count()),
+                Err(Errno::EINTR) => {}
+                Err(errno) => return Err(errno.into()),
+            }
+        }
+    }
+
+    pub(crate) fn recv_batch(
+        socket: &UdpSocket,
+        headers: &mut BatchHeaders,
+        bufs: &mut [u8],
+        slot: usize,
+        lens: &mut [usize],
+        nonblocking: bool,
+    ) -> io::Result<usize> {
+        let mut chunks = bufs.chunks_mut(slot);
+        let mut iovs: [[IoSliceMut<'_>; 1]; MAX] =
+            std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or(&mut []))]);
+        let n = lens.len().min(MAX);
+        // MSG_TRUNC: the length reported is the datagram's, not what fitted.
+        let mut flags = MsgFlags::MSG_WAITFORONE | MsgFlags::MSG_TRUNC;
+        if nonblocking {
+            flags |= MsgFlags::MSG_DONTWAIT;
+        }
+        // EINTR (a signal) and EAGAIN (the timeout) are "nothing yet": the caller looks at
+        // Stop and its clock, and calls again.
+        match recvmmsg(
+            socket.as_raw_fd(),
+            &mut headers.recv,
+            &mut iovs[..n],
+            flags,
+            None,
+        ) {
+            Ok(results) => {
+                let mut count = 0;
+                for (len, message) in lens.iter_mut().zip(results) {
+                    *len = message.bytes;
+                    count += 1;
+                }
+                Ok(count)
+            }
+            Err(Errno::EINTR | Errno::EAGAIN) => Ok(0),
+            Err(errno) => Err(errno.into()),
+        }
+    }
+}
+
+/// One datagram per system call, where there is no `sendmmsg`/`recvmmsg`.
+#[cfg(not(target_os = "linux"))]
+mod batch {
+    use std::io;
+    use std::net::UdpSocket;
+
+    pub(crate) struct BatchHeaders;
+
+    impl BatchHeaders {
+        pub(crate) fn new(_capacity: usize) -> BatchHeaders {
+            BatchHeaders
+        }
+    }
+
+    pub(crate) fn send_batch(
+        socket: &UdpSocket,
+        _headers: &mut BatchHeaders,
+        datagrams: &[Vec<u8>],
+    ) -> io::Result<usize> {
+        let mut sent = 0;
+        for datagram in datagrams {
+            match socket.send(datagram) {
+                Ok(_) => sent += 1,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if sent > 0 && e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(sent)
+    }
+
+    pub(crate) fn recv_batch(
+        socket: &UdpSocket,
+        _headers: &mut BatchHeaders,
+        bufs: &mut [u8],
+        slot: usize,
+        lens: &mut [usize],
+        nonblocking: bool,
+    ) -> io::Result<usize> {
+        let Some(first) = bufs.chunks_mut(slot).next() else {
+            return Ok(0);
+        };
+        if nonblocking {
+            socket.set_nonblocking(true)?;
+        }
+        let result = socket.recv(first);
+        if nonblocking {
+            socket.set_nonblocking(false)?;
+        }
+        match result {
+            Ok(len) => {
+                if let Some(l) = lens.first_mut() {
+                    *l = len.min(first.len());
+                }
+                Ok(1)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(0)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -228,4 +488,6 @@ mod fallback {
     pub(super) fn arg_bytes(arg: OsString) -> Result<Vec<u8>, OsString> {
         arg.into_string().map(String::into_bytes)
     }
+
+    pub(super) use super::batch::{BatchHeaders, recv_batch, send_batch};
 }
