@@ -29,25 +29,27 @@ use rows::{Generator, Row, Server};
 /// Rounds of the full run: the issue asks for at least 5.
 const FULL_ROUNDS: usize = 5;
 
-/// Each row's load in the full run: 20 rows × 5 rounds × (3 s + start and stop) ≈ 6 minutes.
+/// Each row's load in the full run: 20 rows × 5 rounds × (3 s + warm-up, start and stop) ≈
+/// 7 minutes.
 const FULL_DURATION: Duration = Duration::from_secs(3);
 
 /// Rounds of `--quick`.
 const QUICK_ROUNDS: usize = 3;
 
-/// Each row's load with `--quick`: 20 rows × 3 rounds × (0.8 s + start and stop) ≈ a minute.
-const QUICK_DURATION: Duration = Duration::from_millis(800);
+/// Each row's load with `--quick`: 20 rows × 3 rounds × (0.5 s + the client's 0.2 s warm-up,
+/// start and stop; sockperf's rows take 1.4 s) ≈ a minute.
+const QUICK_DURATION: Duration = Duration::from_millis(500);
 
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// About a minute: 3 rounds of 0.8 s loads. Shows the shape; too noisy for claims
+    /// About a minute: 3 rounds of 0.5 s loads. Shows the shape; too noisy for claims
     #[arg(long)]
     quick: bool,
     /// Interleaved rounds (default 5, or 3 with --quick)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=100))]
     rounds: Option<u16>,
-    /// How long each row's load runs per round, e.g. 3s or 500ms (default 3s, 800ms with
+    /// How long each row's load runs per round, e.g. 3s or 500ms (default 3s, 500ms with
     /// --quick; sockperf runs whole seconds, at least 1)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     duration: Option<Duration>,

@@ -43,7 +43,7 @@ enum Task {
     /// fmt --check, clippy -D warnings, cargo test, the loopback matrix, then the faults.
     Test(test::Args),
     /// Measure udptalk against a bare echo loop (the cap) and sockperf: interleaved rounds,
-    /// one table, target/bench/report.json and report.svg. Release builds; about 6 minutes
+    /// one table, target/bench/report.json and report.svg. Release builds; about 7 minutes
     /// (--quick: about one). proto's micro-benchmarks are separate and not run here:
     /// `cargo bench -p proto --bench codec -- --quick`.
     Bench(bench::Args),

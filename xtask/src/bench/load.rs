@@ -29,6 +29,12 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// before it is killed.
 const GENERATOR_GRACE: Duration = Duration::from_secs(20);
 
+/// The bench's `--timeout`: a reply this late on loopback is lost (replies take microseconds to
+/// milliseconds). The client's default, 2 s, would hold a lost request's slot for most of a
+/// 3 s run (32 datagrams of 16 KiB overflow a default receive buffer) and make every run that
+/// lost one wait 2 s at its end.
+const BENCH_TIMEOUT: &str = "500ms";
+
 /// The `--idle` of udptalk servers: a backstop so that none outlives an interrupted bench.
 const BACKSTOP_IDLE: &str = "120s";
 
@@ -403,6 +409,8 @@ pub fn generate(
                 &row.window.to_string(),
                 "--encoding",
                 encoding,
+                "--timeout",
+                BENCH_TIMEOUT,
                 "--output",
                 "json",
             ]);
