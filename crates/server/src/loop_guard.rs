@@ -180,7 +180,7 @@ impl LoopGuard {
             let moved = self.previous.remove(&peer)?;
             if self.current.len() >= self.cap / 2 {
                 // No room: the previous generation goes, this entry starts the next one.
-                self.previous = std::mem::take(&mut self.current);
+                self.retire_current();
             }
             self.current.insert(peer, moved);
         }
@@ -195,8 +195,16 @@ impl LoopGuard {
     }
 
     fn start_generation(&mut self, now: Instant) {
-        self.previous = std::mem::take(&mut self.current);
+        self.retire_current();
         self.since = Some(now);
+    }
+
+    /// The current generation becomes the previous one, and the previous one's table, emptied
+    /// but with its room kept, the current one: generations turn over each second without
+    /// allocating, and neither table ever holds more than `cap / 2` entries' room.
+    fn retire_current(&mut self) {
+        std::mem::swap(&mut self.previous, &mut self.current);
+        self.current.clear();
     }
 }
 

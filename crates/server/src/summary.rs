@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use proto::probe::SinkReport;
+
 /// How many distinct peers are counted exactly; past this the summary shows `≥65,536`, so
 /// that a flood of spoofed sources cannot grow the tally's memory (about 3 MiB at the cap).
 pub const PEER_TALLY_CAP: usize = 65_536;
@@ -40,6 +42,9 @@ pub struct Summary {
     pub amplification_dropped: u64,
     /// Answers the system would not send.
     pub send_failures: u64,
+    /// In sink mode, what arrived from every source (report queries left out): datagrams,
+    /// bytes, and the probes lost, reordered and duplicated.
+    pub sink: Option<SinkReport>,
 }
 
 impl fmt::Display for Summary {
@@ -70,6 +75,9 @@ impl fmt::Display for Summary {
             if value > 0 {
                 write!(f, ", {name} {value}")?;
             }
+        }
+        if let Some(sink) = &self.sink {
+            write!(f, ", sink: {sink}")?;
         }
         Ok(())
     }

@@ -231,7 +231,8 @@ fn a_stalled_stdout_never_stops_service() -> Result {
     // stdout is a pipe whose read end this test holds and never reads.
     let server = spawn(&["--bind", "127.0.0.1:0"])?;
     let peer = peer_for(server.addr)?;
-    let body = "x".repeat(200);
+    // 2 MB of lines in all: more than the pipe (64 KiB) and the queue (1 MiB) hold.
+    let body = "x".repeat(2_000);
     for id in 1..=1_000_u64 {
         let request = format!(r#"{{"v":1,"id":{id},"kind":"request","body":"{body}","ack":{id}}}"#);
         let answer = ask(&peer, server.addr, request.as_bytes())?;
