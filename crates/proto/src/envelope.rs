@@ -1103,4 +1103,67 @@ mod tests {
         assert_eq!(max_payload("::1".parse().unwrap()), 65_527);
         assert_eq!(max_payload("::ffff:127.0.0.1".parse().unwrap()), 65_507);
     }
+
+    #[test]
+    fn views_borrow_their_texts_unless_escaped() {
+        let plain = br#"{"v":1,"id":7,"kind":"request","body":"Hello Server!!","ack":7}"#;
+        let Ok(EnvelopeView::Request { body, ack, .. }) = EnvelopeView::decode(plain, BIG) else {
+            panic!("a request");
+        };
+        assert!(matches!(body, Cow::Borrowed("Hello Server!!")));
+        assert_eq!(ack, Id::new(7));
+        let escaped = br#"{"v":1,"id":7,"kind":"request","body":"a\"b\u00e9"}"#;
+        let Ok(EnvelopeView::Request { body, .. }) = EnvelopeView::decode(escaped, BIG) else {
+            panic!("a request");
+        };
+        assert!(matches!(&body, Cow::Owned(text) if text == "a\"b\u{e9}"));
+    }
+
+    #[test]
+    fn views_read_as_a_json_tree_would() {
+        // Unknown members (nested too) are skipped, a member given twice counts by its last
+        // value, escaped names are read, whitespace anywhere.
+        let cases: &[(&[u8], Result<Envelope, ErrorCode>)] = &[
+            (
+                br#" { "x" : [ {"y":[1,{"z":null}]} ], "v" : 1 , "id":3, "kind":"request", "body":"b" } "#,
+                Ok(Envelope::Request { id: Id(3), body: "b".into(), ack: None }),
+            ),
+            (
+                br#"{"v":1,"id":3,"id":4,"kind":"reply","body":"a","body":"b"}"#,
+                Ok(Envelope::Reply { id: Id(4), body: "b".into() }),
+            ),
+            (
+                br#"{"v":1,"\u0069d":5,"kind":"req\u0075est","body":"x","ack":null}"#,
+                Ok(Envelope::Request { id: Id(5), body: "x".into(), ack: None }),
+            ),
+            (br#"{"v":1,"id":null,"kind":"request","body":"x"}"#, Err(ErrorCode::BadId)),
+            (br#"{"v":1.0,"id":1,"kind":"request","body":"x"}"#, Err(ErrorCode::BadVersion)),
+            (br#"{"v":1,"id":1,"kind":"request","body":"x"} x"#, Err(ErrorCode::BadJson)),
+            (b"{\"v\":1,\"id\":1,\"x\":\"\xff\"}", Err(ErrorCode::NotUtf8)),
+        ];
+        for (bytes, expected) in cases {
+            let decoded = Envelope::decode(bytes, BIG).map_err(|r| r.error.code());
+            assert_eq!(&decoded, expected, "{}", String::from_utf8_lossy(bytes));
+        }
+        // A null id is quoted as null, a missing one as missing.
+        let null = Envelope::decode(br#"{"v":1,"id":null,"kind":"request","body":""}"#, BIG);
+        assert!(
+            null.unwrap_err()
+                .error
+                .to_string()
+                .contains("envelope id null is not")
+        );
+        let missing = Envelope::decode(br#"{"v":1,"kind":"request","body":""}"#, BIG);
+        assert!(
+            missing
+                .unwrap_err()
+                .error
+                .to_string()
+                .contains("envelope id missing is not")
+        );
+        // Quotes are written as a JSON tree writes them: compact.
+        let spaced = Envelope::decode(br#"{"v":[1, 2.50],"id":1}"#, BIG).unwrap_err();
+        expect![[r#"envelope version [1,2.5] is not supported; send "v":1"#]]
+            .assert_eq(&spaced.error.to_string());
+    }
 }

@@ -726,4 +726,76 @@ mod tests {
         assert!(sent_bytes <= 3 * received_bytes);
         assert_eq!(core.summary().counted, 20);
     }
+
+    #[test]
+    fn a_sink_counts_everything_and_answers_only_the_report_query() {
+        let now = Instant::now();
+        for encoding in [Encoding::Auto, Encoding::Plain, Encoding::Json] {
+            let mut sink = core(|c| {
+                c.mode = Mode::Sink;
+                c.encoding = encoding;
+            });
+            let peer = addr(40_000);
+            let mut datagrams = vec![
+                b"seq 1".to_vec(),
+                b"seq 3".to_vec(),
+                b"seq 2".to_vec(),
+                b"seq 2".to_vec(),
+                b"Hello Server!!".to_vec(),
+                b"{not json".to_vec(),
+            ];
+            datagrams.push(request(7, "seq 4", Some(7)));
+            for datagram in &datagrams {
+                let (event, sent) = exchange(&mut sink, peer, datagram, now);
+                assert!(event.starts_with("Counted as access"), "{event}");
+                assert_eq!(sent, None, "{encoding:?}: a sink answers nothing");
+            }
+            let (_, report) = exchange(&mut sink, peer, SINK_REPORT_QUERY, now);
+            let report = report.and_then(|r| proto::probe::SinkReport::decode(&r));
+            let bytes = datagrams.iter().map(|d| d.len() as u64).sum();
+            assert_eq!(
+                report,
+                Some(proto::probe::SinkReport {
+                    datagrams: 7,
+                    bytes,
+                    lost: 0,
+                    reordered: 1,
+                    duplicated: 1,
+                }),
+                "{encoding:?}"
+            );
+            // Another source has a report of its own; the summary has the totals.
+            let (_, other) = exchange(&mut sink, addr(40_001), SINK_REPORT_QUERY, now);
+            assert_eq!(
+                other.and_then(|r| proto::probe::SinkReport::decode(&r)),
+                Some(proto::probe::SinkReport::default())
+            );
+            let summary = sink.summary();
+            assert_eq!(summary.counted, 9, "queries are counted too");
+            assert_eq!(summary.sink.map(|s| s.datagrams), Some(7));
+            assert!(books_balance(summary));
+        }
+    }
+
+    #[test]
+    fn a_sinks_report_query_goes_through_the_rate_limit_and_the_loop_rule() {
+        let now = Instant::now();
+        let mut sink = core(|c| {
+            c.mode = Mode::Sink;
+            c.rate_limit = Some(crate::RateLimit::per_second(1));
+        });
+        let answered = (0..5)
+            .filter(|_| {
+                exchange(&mut sink, addr(40_000), SINK_REPORT_QUERY, now)
+                    .1
+                    .is_some()
+            })
+            .count();
+        assert_eq!(answered, 2, "a burst of twice the rate");
+        let well_known = SocketAddr::from(([127, 0, 0, 2], 53));
+        let (event, sent) = exchange(&mut sink, well_known, SINK_REPORT_QUERY, now);
+        assert!(event.starts_with("Not answered"), "{event}");
+        assert_eq!(sent, None);
+        assert!(books_balance(sink.summary()));
+    }
 }
