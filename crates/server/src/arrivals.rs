@@ -15,6 +15,7 @@
 //! At most [`Arrivals::DEFAULT_SOURCES`] sources are tracked, the first ones heard; datagrams
 //! from others still count in the totals, and a report query from one gets zeros.
 
+use foldhash::fast::RandomState as FastState;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -37,7 +38,7 @@ struct Track {
 /// Per-source sink reports and their totals.
 #[derive(Debug)]
 pub struct Arrivals {
-    sources: HashMap<SocketAddr, Track>,
+    sources: HashMap<SocketAddr, Track, FastState>,
     cap: usize,
     total: SinkReport,
 }
@@ -50,7 +51,7 @@ impl Arrivals {
     /// Tracks at most `cap` sources.
     pub fn new(cap: usize) -> Arrivals {
         Arrivals {
-            sources: HashMap::new(),
+            sources: HashMap::default(),
             cap,
             total: SinkReport::default(),
         }

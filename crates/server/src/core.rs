@@ -8,6 +8,7 @@
 //! The order of the checks is the order of their cost to an attacker: the rate limit first,
 //! then the loop rule, then decoding, the reply cache and the anti-amplification budget.
 
+use foldhash::fast::RandomState as FastState;
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
@@ -104,7 +105,7 @@ pub struct Core {
     limiter: Option<RateLimiter>,
     budget: AmplificationBudget,
     loops: LoopGuard,
-    peers: HashSet<SocketAddr>,
+    peers: HashSet<SocketAddr, FastState>,
     /// What arrived from each source (sink mode only).
     arrivals: Arrivals,
     /// The text of a reply envelope's body (`Access count: N`), reused.
@@ -134,7 +135,7 @@ impl Core {
             }),
             budget: AmplificationBudget::default(),
             loops: LoopGuard::new(LoopGuard::DEFAULT_SOURCES),
-            peers: HashSet::new(),
+            peers: HashSet::default(),
             arrivals: Arrivals::new(Arrivals::DEFAULT_SOURCES),
             text: String::new(),
         }

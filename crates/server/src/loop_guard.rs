@@ -26,6 +26,7 @@
 //! full. Memory is bounded by the cap, and a loop, whose entry is refreshed on every round trip,
 //! is never the entry dropped.
 
+use foldhash::fast::RandomState as FastState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
@@ -74,8 +75,8 @@ impl LoopCause {
 /// The answers last sent to each source, to recognise an echo of them.
 #[derive(Debug)]
 pub struct LoopGuard {
-    current: HashMap<SocketAddr, LastAnswer>,
-    previous: HashMap<SocketAddr, LastAnswer>,
+    current: HashMap<SocketAddr, LastAnswer, FastState>,
+    previous: HashMap<SocketAddr, LastAnswer, FastState>,
     /// When `current` was started.
     since: Option<Instant>,
     /// Most entries in both generations together.
@@ -102,8 +103,8 @@ impl LoopGuard {
     /// A guard that remembers at most `cap` sources' last answers.
     pub fn new(cap: usize) -> LoopGuard {
         LoopGuard {
-            current: HashMap::new(),
-            previous: HashMap::new(),
+            current: HashMap::default(),
+            previous: HashMap::default(),
             since: None,
             cap: cap.max(2),
             hasher: RandomState::new(),

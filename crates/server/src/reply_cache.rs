@@ -1,5 +1,6 @@
 //! [`ReplyCache`]: at-most-once answers to JSON requests, in memory bounded by fixed caps.
 
+use foldhash::fast::RandomState as FastState;
 use std::collections::HashMap;
 use std::collections::hash_map::{Entry, RandomState};
 use std::hash::BuildHasher;
@@ -157,7 +158,7 @@ pub enum Lookup {
 #[derive(Debug)]
 pub struct ReplyCache {
     limits: CacheLimits,
-    peers: HashMap<SocketAddr, Peer>,
+    peers: HashMap<SocketAddr, Peer, FastState>,
     /// Answers in the order recorded; an item is live while its answer has the same serial.
     answered: Timeline<Recorded>,
     /// Streams in the order last heard from; an item is live while its time is the stream's
@@ -230,7 +231,7 @@ impl ReplyCache {
     pub fn new(limits: CacheLimits) -> ReplyCache {
         ReplyCache {
             limits,
-            peers: HashMap::new(),
+            peers: HashMap::default(),
             answered: Timeline::new(limits.entries),
             heard: Timeline::new(limits.peers.saturating_mul(limits.streams_per_peer)),
             live: 0,
@@ -456,7 +457,7 @@ impl ReplyCache {
 }
 
 /// Whether `item` is the timeline item of an answer still kept.
-fn is_live_answer(peers: &HashMap<SocketAddr, Peer>, item: &Recorded) -> bool {
+fn is_live_answer(peers: &HashMap<SocketAddr, Peer, FastState>, item: &Recorded) -> bool {
     peers
         .get(&item.peer)
         .and_then(|state| state.stream(item.stream))
@@ -465,7 +466,7 @@ fn is_live_answer(peers: &HashMap<SocketAddr, Peer>, item: &Recorded) -> bool {
 }
 
 /// Whether `item` is the timeline item of a stream's latest request.
-fn is_live_heard(peers: &HashMap<SocketAddr, Peer>, item: &Heard) -> bool {
+fn is_live_heard(peers: &HashMap<SocketAddr, Peer, FastState>, item: &Heard) -> bool {
     peers
         .get(&item.peer)
         .and_then(|state| state.stream(item.stream))
