@@ -357,4 +357,39 @@ mod tests {
         assert!(matches!(queue.push(b"x\n"), Pushed::Dropped { .. }));
         assert!(!queue.close(Duration::from_millis(10)));
     }
+
+    /// A stream that counts its writes.
+    struct Counted(Arc<AtomicU64>);
+
+    impl Write for Counted {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn many_lines_go_out_in_few_writes() {
+        let writes = Arc::new(AtomicU64::new(0));
+        let queue = LineQueue::spawn(Counted(Arc::clone(&writes)), QUEUE_BYTES, |_| {});
+        for _ in 0..1_000 {
+            assert_eq!(
+                queue.push(b"Message received from 127.0.0.1:40000.\n"),
+                Pushed::Queued
+            );
+        }
+        assert!(queue.close(Duration::from_secs(5)));
+        // The writer lingers for more before writing a small batch: a handful of writes, not
+        // one per line (100 leaves a tenfold margin for a writer descheduled between pushes).
+        let writes = writes.load(Ordering::Relaxed);
+        assert!(
+            (1..100).contains(&writes),
+            "{writes} writes for 1,000 lines"
+        );
+        assert_eq!(queue.dropped(), 0);
+    }
 }
