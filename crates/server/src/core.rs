@@ -7,6 +7,15 @@
 //!
 //! The order of the checks is the order of their cost to an attacker: the rate limit first,
 //! then the loop rule, then decoding, the reply cache and the anti-amplification budget.
+//!
+//! Nothing here allocates per datagram once the tables have their working size: envelopes are
+//! decoded into borrowing [`EnvelopeView`]s, answers are written into the caller's buffer
+//! (`Access count: N` with `itoa`, reply envelopes serialized straight into it), and events
+//! borrow the datagram (`tests/allocations.rs` counts allocations to prove it).
+//!
+//! In sink mode (`--mode sink`) every datagram is counted and none answered but the report
+//! query ([`proto::probe::SINK_REPORT_QUERY`]), which gets what [`Arrivals`] kept of its
+//! sender.
 
 use foldhash::fast::RandomState as FastState;
 use std::borrow::Cow;

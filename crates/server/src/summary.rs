@@ -15,7 +15,8 @@ pub struct Summary {
     /// Datagrams received.
     pub received: u64,
     /// Accesses counted and answered: plain datagrams, and envelope requests seen for the first
-    /// time.
+    /// time. In sink mode, every datagram that passed the rate limit and the loop rule, report
+    /// queries included (a sink answers only those).
     pub counted: u64,
     /// Envelope requests seen before (a resend, or a copy the network made): answered from the
     /// reply cache, or, when their sender has moved past them, recognised as done; never
