@@ -1,9 +1,12 @@
 //! The JSON envelope (version 1), [`classify`], and the typed errors of decoding.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::text::printable;
@@ -208,16 +211,126 @@ impl Envelope {
 
     /// Appends the envelope's JSON to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        self.view().encode(out);
+    }
+
+    /// The envelope as a view borrowing its texts.
+    pub fn view(&self) -> EnvelopeView<'_> {
+        match self {
+            Envelope::Request { id, body, ack } => EnvelopeView::Request {
+                id: *id,
+                body: Cow::Borrowed(body),
+                ack: *ack,
+            },
+            Envelope::Reply { id, body } => EnvelopeView::Reply {
+                id: *id,
+                body: Cow::Borrowed(body),
+            },
+            Envelope::Error { id, code, message } => EnvelopeView::Error {
+                id: *id,
+                code: Cow::Borrowed(code.as_str()),
+                message: Cow::Borrowed(message),
+            },
+        }
+    }
+
+    /// The envelope's JSON in a new buffer.
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        self.encode(&mut out);
+        out
+    }
+
+    /// Decodes `datagram`, every byte of which is taken as an envelope attempt (JSON mode).
+    ///
+    /// A datagram longer than `limit` is refused with [`DecodeError::TooLarge`], with its id when
+    /// the id can be read. Never panics.
+    pub fn decode(datagram: &[u8], limit: usize) -> Result<Envelope, Rejection> {
+        EnvelopeView::decode(datagram, limit).map(EnvelopeView::into_owned)
+    }
+}
+
+/// A validated version-1 envelope whose texts borrow from the datagram it was decoded from:
+/// what a server decodes each datagram into, without copying its body or building a JSON tree.
+///
+/// A text with JSON escapes in it (`\"`, `\n`, `\u00e9`) cannot be borrowed and is unescaped
+/// into a [`Cow::Owned`] string; everything else is [`Cow::Borrowed`]. It decodes and encodes
+/// exactly as [`Envelope`] does (every error is the same, to the byte).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvelopeView<'a> {
+    /// See [`Envelope::Request`].
+    Request {
+        /// Chosen by the client; repeated by every resend of the same request.
+        id: Id,
+        /// The message text.
+        body: Cow<'a, str>,
+        /// The lowest id the sender still awaits an answer for.
+        ack: Option<Id>,
+    },
+    /// See [`Envelope::Reply`].
+    Reply {
+        /// The id of the request answered.
+        id: Id,
+        /// The answer text.
+        body: Cow<'a, str>,
+    },
+    /// See [`Envelope::Error`].
+    Error {
+        /// The id of the datagram refused, or `None` when it could not be read.
+        id: Option<Id>,
+        /// What was wrong, for programs, as on the wire ([`ErrorCode::parse`] reads it).
+        code: Cow<'a, str>,
+        /// What was wrong, for people.
+        message: Cow<'a, str>,
+    },
+}
+
+impl<'a> EnvelopeView<'a> {
+    /// Decodes `datagram` as [`Envelope::decode`] does, borrowing the texts. Never panics.
+    pub fn decode(datagram: &'a [u8], limit: usize) -> Result<EnvelopeView<'a>, Rejection> {
+        match parse_members(datagram) {
+            Some(members) => validate(&members, datagram.len(), limit),
+            None => slow_path(datagram, limit, |_| true).unwrap_or_else(|| {
+                Err(Rejection {
+                    id: None,
+                    error: DecodeError::NotJson {
+                        detail: "found an object that could not be read".to_owned(),
+                    },
+                })
+            }),
+        }
+    }
+
+    /// The `kind` member's text.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EnvelopeView::Request { .. } => "request",
+            EnvelopeView::Reply { .. } => "reply",
+            EnvelopeView::Error { .. } => "error",
+        }
+    }
+
+    /// The envelope's id, if it has one.
+    pub fn id(&self) -> Option<Id> {
+        match self {
+            EnvelopeView::Request { id, .. } | EnvelopeView::Reply { id, .. } => Some(*id),
+            EnvelopeView::Error { id, .. } => *id,
+        }
+    }
+
+    /// Appends the envelope's JSON to `out`, with no intermediate buffer: the reply a server
+    /// writes straight into its answer buffer.
+    pub fn encode(&self, out: &mut Vec<u8>) {
         let (body, code, message) = match self {
-            Envelope::Request { body, .. } | Envelope::Reply { body, .. } => {
-                (Some(body.as_str()), None, None)
+            EnvelopeView::Request { body, .. } | EnvelopeView::Reply { body, .. } => {
+                (Some(body.as_ref()), None, None)
             }
-            Envelope::Error { code, message, .. } => {
-                (None, Some(code.as_str()), Some(message.as_str()))
+            EnvelopeView::Error { code, message, .. } => {
+                (None, Some(code.as_ref()), Some(message.as_ref()))
             }
         };
         let ack = match self {
-            Envelope::Request { ack, .. } => ack.map(Id::get),
+            EnvelopeView::Request { ack, .. } => ack.map(Id::get),
             _ => None,
         };
         let wire = Wire {
@@ -238,31 +351,210 @@ impl Envelope {
         );
     }
 
-    /// The envelope's JSON in a new buffer.
-    pub fn encode_to_vec(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64);
-        self.encode(&mut out);
-        out
+    /// The envelope with texts of its own.
+    pub fn into_owned(self) -> Envelope {
+        match self {
+            EnvelopeView::Request { id, body, ack } => Envelope::Request {
+                id,
+                body: body.into_owned(),
+                ack,
+            },
+            EnvelopeView::Reply { id, body } => Envelope::Reply {
+                id,
+                body: body.into_owned(),
+            },
+            EnvelopeView::Error { id, code, message } => Envelope::Error {
+                id,
+                code: ErrorCode::parse(&code),
+                message: message.into_owned(),
+            },
+        }
     }
 
-    /// Decodes `datagram`, every byte of which is taken as an envelope attempt (JSON mode).
-    ///
-    /// A datagram longer than `limit` is refused with [`DecodeError::TooLarge`], with its id when
-    /// the id can be read. Never panics.
-    pub fn decode(datagram: &[u8], limit: usize) -> Result<Envelope, Rejection> {
-        match parse_object(datagram) {
-            Ok(object) => validate(&object, datagram.len(), limit),
-            Err(error) => {
-                let error = if datagram.len() > limit {
-                    DecodeError::TooLarge {
-                        len: datagram.len(),
-                        limit,
-                    }
-                } else {
-                    error
-                };
-                Err(Rejection { id: None, error })
+    /// The same envelope, owning its texts, so that it outlives the datagram.
+    fn into_static(self) -> EnvelopeView<'static> {
+        let own = |text: Cow<'_, str>| Cow::Owned(text.into_owned());
+        match self {
+            EnvelopeView::Request { id, body, ack } => EnvelopeView::Request {
+                id,
+                body: own(body),
+                ack,
+            },
+            EnvelopeView::Reply { id, body } => EnvelopeView::Reply {
+                id,
+                body: own(body),
+            },
+            EnvelopeView::Error { id, code, message } => EnvelopeView::Error {
+                id,
+                code: own(code),
+                message: own(message),
+            },
+        }
+    }
+}
+
+/// What a received datagram is, decided by [`classify_view`]: [`Datagram`] with a borrowing
+/// envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatagramView<'a> {
+    /// Plain text: the payload is the message.
+    Plain,
+    /// An envelope attempt, valid or not.
+    Envelope(Result<EnvelopeView<'a>, Rejection>),
+}
+
+/// Sorts a datagram as [`classify`] does, decoding an envelope attempt into a borrowing
+/// [`EnvelopeView`]. Never panics.
+pub fn classify_view(datagram: &[u8], limit: usize) -> DatagramView<'_> {
+    // Most plain text does not start with '{': skip the JSON parser for it.
+    if datagram.trim_ascii_start().first() != Some(&b'{') {
+        return DatagramView::Plain;
+    }
+    match parse_members(datagram) {
+        Some(members) if members.v.is_some() => {
+            DatagramView::Envelope(validate(&members, datagram.len(), limit))
+        }
+        Some(_) => DatagramView::Plain,
+        None => match slow_path(datagram, limit, |object| {
+            object.is_some_and(|object| object.contains_key("v"))
+        }) {
+            Some(decoded) => DatagramView::Envelope(decoded),
+            None => DatagramView::Plain,
+        },
+    }
+}
+
+/// The members of an envelope attempt the protocol reads, each as its raw JSON text, borrowed
+/// from the datagram (`null` included, so that a null `id` is told from a missing one). Other
+/// members are skipped without being kept; a member given twice counts by its last value, as
+/// in a JSON object read into a map.
+#[derive(Debug, Default)]
+struct Members<'a> {
+    v: Option<&'a RawValue>,
+    id: Option<&'a RawValue>,
+    kind: Option<&'a RawValue>,
+    body: Option<&'a RawValue>,
+    code: Option<&'a RawValue>,
+    message: Option<&'a RawValue>,
+    ack: Option<&'a RawValue>,
+}
+
+/// The names of [`Members`], read from a key without keeping it.
+enum Member {
+    V,
+    Id,
+    Kind,
+    Body,
+    Code,
+    Message,
+    Ack,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Member {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Member, D::Error> {
+        struct Names;
+        impl Visitor<'_> for Names {
+            type Value = Member;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
             }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Member, E> {
+                Ok(match name {
+                    "v" => Member::V,
+                    "id" => Member::Id,
+                    "kind" => Member::Kind,
+                    "body" => Member::Body,
+                    "code" => Member::Code,
+                    "message" => Member::Message,
+                    "ack" => Member::Ack,
+                    _ => Member::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(Names)
+    }
+}
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Members<'de>, D::Error> {
+        struct Object;
+        impl<'de> Visitor<'de> for Object {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut members = Members::default();
+                while let Some(name) = map.next_key::<Member>()? {
+                    let slot = match name {
+                        Member::V => &mut members.v,
+                        Member::Id => &mut members.id,
+                        Member::Kind => &mut members.kind,
+                        Member::Body => &mut members.body,
+                        Member::Code => &mut members.code,
+                        Member::Message => &mut members.message,
+                        Member::Ack => &mut members.ack,
+                        Member::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(members)
+            }
+        }
+        deserializer.deserialize_map(Object)
+    }
+}
+
+/// A JSON string's text, borrowed when it has no escapes.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// The members of `datagram`, or `None` when it is not UTF-8, not JSON or not an object (then
+/// [`slow_path`] says which).
+fn parse_members(datagram: &[u8]) -> Option<Members<'_>> {
+    if datagram.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    let text = std::str::from_utf8(datagram).ok()?;
+    serde_json::from_str(text).ok()
+}
+
+/// The rare datagrams [`parse_members`] could not read, through a full JSON tree: the rejection
+/// that says why, or, should the tree hold an object after all, its decoding (then `None` when
+/// `is_attempt` says the object is not an envelope attempt). `is_attempt` gets `None` when the
+/// datagram is not a JSON object.
+fn slow_path(
+    datagram: &[u8],
+    limit: usize,
+    is_attempt: impl FnOnce(Option<&Map<String, Value>>) -> bool,
+) -> Option<Result<EnvelopeView<'static>, Rejection>> {
+    match parse_object(datagram) {
+        Ok(object) => {
+            if !is_attempt(Some(&object)) {
+                return None;
+            }
+            // The object's own text, written again, reads: decode that.
+            let text = Value::Object(object).to_string();
+            let members: Members<'_> = serde_json::from_str(&text).ok()?;
+            Some(validate(&members, datagram.len(), limit).map(EnvelopeView::into_static))
+        }
+        Err(error) => {
+            if !is_attempt(None) {
+                return None;
+            }
+            let error = if datagram.len() > limit {
+                DecodeError::TooLarge {
+                    len: datagram.len(),
+                    limit,
+                }
+            } else {
+                error
+            };
+            Some(Err(Rejection { id: None, error }))
         }
     }
 }
@@ -279,15 +571,11 @@ pub enum Datagram {
 /// Sorts a datagram into plain text or an envelope attempt (a JSON object with a `v` member),
 /// decoding the attempt as [`Envelope::decode`] does. Never panics.
 pub fn classify(datagram: &[u8], limit: usize) -> Datagram {
-    // Most plain text does not start with '{': skip the JSON parser for it.
-    if datagram.trim_ascii_start().first() != Some(&b'{') {
-        return Datagram::Plain;
-    }
-    match parse_object(datagram) {
-        Ok(object) if object.contains_key("v") => {
-            Datagram::Envelope(validate(&object, datagram.len(), limit))
+    match classify_view(datagram, limit) {
+        DatagramView::Plain => Datagram::Plain,
+        DatagramView::Envelope(decoded) => {
+            Datagram::Envelope(decoded.map(EnvelopeView::into_owned))
         }
-        _ => Datagram::Plain,
     }
 }
 
@@ -442,12 +730,17 @@ const QUOTE_MAX: usize = 40;
 
 /// A member's value as JSON, cut to [`QUOTE_MAX`] characters and escaped as
 /// [`Printable`](crate::text::Printable) escapes a peer's text (JSON leaves C1 controls, DEL and
-/// format characters such as U+202E as they are), or `missing`.
-fn quote(value: Option<&Value>) -> String {
+/// format characters such as U+202E as they are), or `missing`. The value is written as a JSON
+/// tree writes it (compact, numbers normalised): only refusals quote, so the tree's cost is
+/// paid only by them.
+fn quote(value: Option<&RawValue>) -> String {
     let Some(value) = value else {
         return "missing".to_owned();
     };
-    let text = value.to_string();
+    let text = match serde_json::from_str::<Value>(value.get()) {
+        Ok(value) => value.to_string(),
+        Err(_) => value.get().to_owned(),
+    };
     match text.char_indices().nth(QUOTE_MAX) {
         Some((cut, _)) => format!("{}…", printable(&text[..cut])),
         None => printable(&text),
@@ -480,9 +773,26 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
-fn parse_id(member: &'static str, value: Option<&Value>) -> Result<Id, DecodeError> {
-    value
-        .and_then(Value::as_u64)
+/// Whether a member is absent or JSON `null`.
+fn is_null(value: Option<&RawValue>) -> bool {
+    value.is_none_or(|value| value.get() == "null")
+}
+
+/// A member's value as an unsigned integer (`1.0`, `-1` and `"1"` are not), as a JSON tree's
+/// `as_u64` reads it.
+fn as_u64(value: Option<&RawValue>) -> Option<u64> {
+    serde_json::from_str(value?.get()).ok()
+}
+
+/// A member's value as a string, borrowed when it has no escapes.
+fn as_str(value: Option<&RawValue>) -> Option<Cow<'_, str>> {
+    serde_json::from_str::<Text<'_>>(value?.get())
+        .ok()
+        .map(|text| text.0)
+}
+
+fn parse_id(member: &'static str, value: Option<&RawValue>) -> Result<Id, DecodeError> {
+    as_u64(value)
         .and_then(Id::new)
         .ok_or_else(|| DecodeError::BadId {
             member,
@@ -490,22 +800,22 @@ fn parse_id(member: &'static str, value: Option<&Value>) -> Result<Id, DecodeErr
         })
 }
 
-fn string_member(
-    object: &Map<String, Value>,
+fn string_member<'a>(
+    value: Option<&'a RawValue>,
     kind: &'static str,
     field: &'static str,
-) -> Result<String, DecodeError> {
-    match object.get(field) {
-        Some(Value::String(text)) => Ok(text.clone()),
-        _ => Err(DecodeError::MissingField { kind, field }),
-    }
+) -> Result<Cow<'a, str>, DecodeError> {
+    as_str(value).ok_or(DecodeError::MissingField { kind, field })
 }
 
 /// Checks a parsed attempt, in the order that gives the most useful answer: the id first (so even
 /// a refusal can name it), then size, version, kind and the kind's members.
-fn validate(object: &Map<String, Value>, len: usize, limit: usize) -> Result<Envelope, Rejection> {
-    let id_value = object.get("id");
-    let id = parse_id("id", id_value);
+fn validate<'a>(
+    object: &Members<'a>,
+    len: usize,
+    limit: usize,
+) -> Result<EnvelopeView<'a>, Rejection> {
+    let id = parse_id("id", object.id);
     let known_id = id.as_ref().ok().copied();
     let reject = |error| Rejection {
         id: known_id,
@@ -515,45 +825,47 @@ fn validate(object: &Map<String, Value>, len: usize, limit: usize) -> Result<Env
     if len > limit {
         return Err(reject(DecodeError::TooLarge { len, limit }));
     }
-    let version = object.get("v");
-    if version.and_then(Value::as_u64) != Some(ENVELOPE_VERSION) {
+    if as_u64(object.v) != Some(ENVELOPE_VERSION) {
         return Err(reject(DecodeError::BadVersion {
-            found: quote(version),
+            found: quote(object.v),
         }));
     }
-    let kind = object.get("kind");
-    match kind.and_then(Value::as_str) {
+    match as_str(object.kind).as_deref() {
         Some("request") => {
             let id = id.map_err(reject)?;
-            let body = string_member(object, "request", "body").map_err(reject)?;
-            let ack = match object.get("ack") {
-                None | Some(Value::Null) => None,
-                ack => Some(parse_id("ack", ack).map_err(reject)?),
+            let body = string_member(object.body, "request", "body").map_err(reject)?;
+            let ack = if is_null(object.ack) {
+                None
+            } else {
+                Some(parse_id("ack", object.ack).map_err(reject)?)
             };
             if let Some(ack) = ack
                 && id.precedes(ack)
             {
                 return Err(reject(DecodeError::AckAfterId { id, ack }));
             }
-            Ok(Envelope::Request { id, body, ack })
+            Ok(EnvelopeView::Request { id, body, ack })
         }
-        Some("reply") => Ok(Envelope::Reply {
+        Some("reply") => Ok(EnvelopeView::Reply {
             id: id.map_err(reject)?,
-            body: string_member(object, "reply", "body").map_err(reject)?,
+            body: string_member(object.body, "reply", "body").map_err(reject)?,
         }),
         Some("error") => {
             // An error names no id when the refused datagram had none that could be read.
-            let id = match id_value {
-                None | Some(Value::Null) => None,
-                Some(_) => Some(id.map_err(reject)?),
+            let id = if is_null(object.id) {
+                None
+            } else {
+                Some(id.map_err(reject)?)
             };
-            Ok(Envelope::Error {
+            Ok(EnvelopeView::Error {
                 id,
-                code: ErrorCode::parse(&string_member(object, "error", "code").map_err(reject)?),
-                message: string_member(object, "error", "message").map_err(reject)?,
+                code: string_member(object.code, "error", "code").map_err(reject)?,
+                message: string_member(object.message, "error", "message").map_err(reject)?,
             })
         }
-        _ => Err(reject(DecodeError::UnknownKind { found: quote(kind) })),
+        _ => Err(reject(DecodeError::UnknownKind {
+            found: quote(object.kind),
+        })),
     }
 }
 
@@ -790,5 +1102,68 @@ mod tests {
         assert_eq!(max_payload("127.0.0.1".parse().unwrap()), 65_507);
         assert_eq!(max_payload("::1".parse().unwrap()), 65_527);
         assert_eq!(max_payload("::ffff:127.0.0.1".parse().unwrap()), 65_507);
+    }
+
+    #[test]
+    fn views_borrow_their_texts_unless_escaped() {
+        let plain = br#"{"v":1,"id":7,"kind":"request","body":"Hello Server!!","ack":7}"#;
+        let Ok(EnvelopeView::Request { body, ack, .. }) = EnvelopeView::decode(plain, BIG) else {
+            panic!("a request");
+        };
+        assert!(matches!(body, Cow::Borrowed("Hello Server!!")));
+        assert_eq!(ack, Id::new(7));
+        let escaped = br#"{"v":1,"id":7,"kind":"request","body":"a\"b\u00e9"}"#;
+        let Ok(EnvelopeView::Request { body, .. }) = EnvelopeView::decode(escaped, BIG) else {
+            panic!("a request");
+        };
+        assert!(matches!(&body, Cow::Owned(text) if text == "a\"b\u{e9}"));
+    }
+
+    #[test]
+    fn views_read_as_a_json_tree_would() {
+        // Unknown members (nested too) are skipped, a member given twice counts by its last
+        // value, escaped names are read, whitespace anywhere.
+        let cases: &[(&[u8], Result<Envelope, ErrorCode>)] = &[
+            (
+                br#" { "x" : [ {"y":[1,{"z":null}]} ], "v" : 1 , "id":3, "kind":"request", "body":"b" } "#,
+                Ok(Envelope::Request { id: Id(3), body: "b".into(), ack: None }),
+            ),
+            (
+                br#"{"v":1,"id":3,"id":4,"kind":"reply","body":"a","body":"b"}"#,
+                Ok(Envelope::Reply { id: Id(4), body: "b".into() }),
+            ),
+            (
+                br#"{"v":1,"\u0069d":5,"kind":"req\u0075est","body":"x","ack":null}"#,
+                Ok(Envelope::Request { id: Id(5), body: "x".into(), ack: None }),
+            ),
+            (br#"{"v":1,"id":null,"kind":"request","body":"x"}"#, Err(ErrorCode::BadId)),
+            (br#"{"v":1.0,"id":1,"kind":"request","body":"x"}"#, Err(ErrorCode::BadVersion)),
+            (br#"{"v":1,"id":1,"kind":"request","body":"x"} x"#, Err(ErrorCode::BadJson)),
+            (b"{\"v\":1,\"id\":1,\"x\":\"\xff\"}", Err(ErrorCode::NotUtf8)),
+        ];
+        for (bytes, expected) in cases {
+            let decoded = Envelope::decode(bytes, BIG).map_err(|r| r.error.code());
+            assert_eq!(&decoded, expected, "{}", String::from_utf8_lossy(bytes));
+        }
+        // A null id is quoted as null, a missing one as missing.
+        let null = Envelope::decode(br#"{"v":1,"id":null,"kind":"request","body":""}"#, BIG);
+        assert!(
+            null.unwrap_err()
+                .error
+                .to_string()
+                .contains("envelope id null is not")
+        );
+        let missing = Envelope::decode(br#"{"v":1,"kind":"request","body":""}"#, BIG);
+        assert!(
+            missing
+                .unwrap_err()
+                .error
+                .to_string()
+                .contains("envelope id missing is not")
+        );
+        // Quotes are written as a JSON tree writes them: compact.
+        let spaced = Envelope::decode(br#"{"v":[1, 2.50],"id":1}"#, BIG).unwrap_err();
+        expect![[r#"envelope version [1,2.5] is not supported; send "v":1"#]]
+            .assert_eq(&spaced.error.to_string());
     }
 }

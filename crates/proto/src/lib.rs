@@ -30,7 +30,8 @@ pub mod probe;
 pub mod text;
 
 pub use envelope::{
-    Datagram, DecodeError, Envelope, ErrorCode, Id, Rejection, classify, max_payload, may_fragment,
+    Datagram, DatagramView, DecodeError, Envelope, EnvelopeView, ErrorCode, Id, Rejection,
+    classify, classify_view, max_payload, may_fragment,
 };
 
 use std::time::Duration;

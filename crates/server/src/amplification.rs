@@ -1,6 +1,7 @@
 //! [`AmplificationBudget`]: the server never sends a source more than three times the bytes it
 //! received from it, QUIC's anti-amplification rule (RFC 9000 §8.1).
 
+use foldhash::fast::RandomState as FastState;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -54,7 +55,7 @@ pub fn wire_len(ip: IpAddr, payload: usize) -> u64 {
 pub struct AmplificationBudget {
     max_sources: usize,
     idle: Duration,
-    sources: HashMap<IpAddr, Source>,
+    sources: HashMap<IpAddr, Source, FastState>,
     /// Sources in the order last heard from; an item is live while its time is the source's
     /// `last_heard`.
     heard: Timeline<Heard>,
@@ -113,7 +114,7 @@ impl AmplificationBudget {
         AmplificationBudget {
             max_sources,
             idle,
-            sources: HashMap::new(),
+            sources: HashMap::default(),
             heard: Timeline::new(max_sources),
             pending: VecDeque::new(),
         }
@@ -209,7 +210,7 @@ impl AmplificationBudget {
 }
 
 /// Whether `item` is the timeline item of a source's latest datagram.
-fn is_live_heard(sources: &HashMap<IpAddr, Source>, item: &Heard) -> bool {
+fn is_live_heard(sources: &HashMap<IpAddr, Source, FastState>, item: &Heard) -> bool {
     sources
         .get(&item.source)
         .is_some_and(|source| source.last_heard == item.at)

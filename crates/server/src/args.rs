@@ -16,6 +16,10 @@ pub enum Mode {
     Hello,
     /// The message itself (for an envelope, a reply with the same body).
     Echo,
+    /// Nothing, like `nc -ul`: counts what arrives and, per source, the probes' sequence
+    /// numbers (lost, reordered, duplicated); answers only `udptalk sink report?`, with what
+    /// arrived from the asker.
+    Sink,
 }
 
 /// How the server reads datagrams.
@@ -61,7 +65,7 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", default_value = proto::DEFAULT_ADDR, value_parser = parse_addr)]
     pub bind: SocketAddr,
 
-    /// What to answer: `Access count: N`, `Hello Client!!`, or the message itself
+    /// What to answer: `Access count: N`, `Hello Client!!`, the message itself, or nothing (sink)
     #[arg(long, value_enum, default_value_t = Mode::Count)]
     pub mode: Mode,
 

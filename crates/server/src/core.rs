@@ -7,18 +7,29 @@
 //!
 //! The order of the checks is the order of their cost to an attacker: the rate limit first,
 //! then the loop rule, then decoding, the reply cache and the anti-amplification budget.
+//!
+//! Nothing here allocates per datagram once the tables have their working size: envelopes are
+//! decoded into borrowing [`EnvelopeView`]s, answers are written into the caller's buffer
+//! (`Access count: N` with `itoa`, reply envelopes serialized straight into it), and events
+//! borrow the datagram (`tests/allocations.rs` counts allocations to prove it).
+//!
+//! In sink mode (`--mode sink`) every datagram is counted and none answered but the report
+//! query ([`proto::probe::SINK_REPORT_QUERY`]), which gets what [`Arrivals`] kept of its
+//! sender.
 
+use foldhash::fast::RandomState as FastState;
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use proto::probe::{SINK_REPORT_QUERY, probe_seq};
 use proto::text::{ACCESS_COUNT_PREFIX, HELLO_CLIENT};
-use proto::{Datagram, Envelope, ErrorCode, Id};
+use proto::{DatagramView, EnvelopeView, ErrorCode, Id};
 
 use crate::amplification::AmplificationBudget;
+use crate::arrivals::Arrivals;
 use crate::loop_guard::{LoopCause, LoopGuard};
 use crate::rate_limit::{RateLimiter, RateReport};
 use crate::reply_cache::{Lookup, ReplyCache};
@@ -103,7 +114,11 @@ pub struct Core {
     limiter: Option<RateLimiter>,
     budget: AmplificationBudget,
     loops: LoopGuard,
-    peers: HashSet<SocketAddr>,
+    peers: HashSet<SocketAddr, FastState>,
+    /// What arrived from each source (sink mode only).
+    arrivals: Arrivals,
+    /// The text of a reply envelope's body (`Access count: N`), reused.
+    text: String,
 }
 
 /// How the reply cache judged a valid request.
@@ -129,7 +144,9 @@ impl Core {
             }),
             budget: AmplificationBudget::default(),
             loops: LoopGuard::new(LoopGuard::DEFAULT_SOURCES),
-            peers: HashSet::new(),
+            peers: HashSet::default(),
+            arrivals: Arrivals::new(Arrivals::DEFAULT_SOURCES),
+            text: String::new(),
         }
     }
 
@@ -188,7 +205,9 @@ impl Core {
         }
         let event = self.decide(datagram, peer, now, answer);
         let answered = match event {
-            Event::Counted { .. } | Event::Resent { .. } | Event::Busy { .. } => true,
+            // A sink answers only the report query.
+            Event::Counted { .. } => self.mode != Mode::Sink || !answer.is_empty(),
+            Event::Resent { .. } | Event::Busy { .. } => true,
             Event::Refused { .. } => true,
             Event::Done { .. } | Event::Ignored { .. } | Event::RateLimited | Event::Loop(_) => {
                 false
@@ -221,13 +240,16 @@ impl Core {
         now: Instant,
         answer: &mut Vec<u8>,
     ) -> Event<'a> {
+        if self.mode == Mode::Sink {
+            return self.sink(datagram, peer, answer);
+        }
         let decoded = match self.encoding {
-            Encoding::Plain => Datagram::Plain,
-            Encoding::Auto => proto::classify(datagram, self.buffer),
-            Encoding::Json => Datagram::Envelope(Envelope::decode(datagram, self.buffer)),
+            Encoding::Plain => DatagramView::Plain,
+            Encoding::Auto => proto::classify_view(datagram, self.buffer),
+            Encoding::Json => DatagramView::Envelope(EnvelopeView::decode(datagram, self.buffer)),
         };
         match decoded {
-            Datagram::Plain => {
+            DatagramView::Plain => {
                 let kept = &datagram[..datagram.len().min(self.buffer)];
                 let access = self.count();
                 if kept.len() < datagram.len() {
@@ -240,18 +262,17 @@ impl Core {
                     len: datagram.len(),
                 }
             }
-            Datagram::Envelope(Ok(Envelope::Request { id, body, ack })) => {
+            DatagramView::Envelope(Ok(EnvelopeView::Request { id, body, ack })) => {
                 let (event, access) = match self.admit(peer, id, ack, body.as_bytes(), now) {
                     Verdict::New(access) => {
-                        let len = body.len();
-                        let mut text = Vec::new();
-                        self.write_reply(access, body.as_bytes(), &mut text);
-                        encode_reply(id, text, answer);
-                        let message = Cow::Owned(body.into_bytes());
+                        self.encode_reply(id, access, &body, answer);
                         return Event::Counted {
                             access,
-                            message,
-                            len,
+                            len: body.len(),
+                            message: match body {
+                                Cow::Borrowed(body) => Cow::Borrowed(body.as_bytes()),
+                                Cow::Owned(body) => Cow::Owned(body.into_bytes()),
+                            },
                         };
                     }
                     Verdict::Again(access) => (Event::Resent { id, access }, access),
@@ -265,10 +286,10 @@ impl Core {
                             "id {id} was already answered for a request with another body; a \
                              resend repeats its body exactly, so send a new message with a new id"
                         );
-                        Envelope::Error {
+                        EnvelopeView::Error {
                             id: Some(id),
-                            code: ErrorCode::BadId,
-                            message: message.clone(),
+                            code: Cow::Borrowed(ErrorCode::BadId.as_str()),
+                            message: Cow::Borrowed(&message),
                         }
                         .encode(answer);
                         return Event::Refused {
@@ -278,32 +299,72 @@ impl Core {
                     }
                     Verdict::Busy => {
                         self.summary.busy += 1;
-                        Envelope::Error {
+                        EnvelopeView::Error {
                             id: Some(id),
-                            code: ErrorCode::Busy,
-                            message: "the server's reply cache is full; resend after a backoff"
-                                .to_owned(),
+                            code: Cow::Borrowed(ErrorCode::Busy.as_str()),
+                            message: Cow::Borrowed(
+                                "the server's reply cache is full; resend after a backoff",
+                            ),
                         }
                         .encode(answer);
                         return Event::Busy { id };
                     }
                 };
                 self.summary.duplicates += 1;
-                let mut text = Vec::new();
-                self.write_reply(access, body.as_bytes(), &mut text);
-                encode_reply(id, text, answer);
+                self.encode_reply(id, access, &body, answer);
                 event
             }
-            Datagram::Envelope(Ok(other)) => {
+            DatagramView::Envelope(Ok(other)) => {
                 self.summary.malformed += 1;
                 Event::Ignored { kind: other.kind() }
             }
-            Datagram::Envelope(Err(rejection)) => {
+            DatagramView::Envelope(Err(rejection)) => {
                 self.summary.malformed += 1;
                 let (code, message) = (rejection.error.code(), rejection.error.to_string());
                 rejection.to_envelope().encode(answer);
                 Event::Refused { code, message }
             }
+        }
+    }
+
+    /// Sink mode: every datagram is counted and answered nothing, but for the report query,
+    /// answered with the asker's [`SinkReport`](proto::probe::SinkReport). Queries are counted
+    /// like any datagram (so the books balance as in every mode) but are not in the reports.
+    /// An envelope is not decoded further than its body's probe number: a sink neither keeps
+    /// answers nor refuses, so a resent request counts again (as a duplicated probe).
+    fn sink<'a>(
+        &mut self,
+        datagram: &'a [u8],
+        peer: SocketAddr,
+        answer: &mut Vec<u8>,
+    ) -> Event<'a> {
+        let kept = &datagram[..datagram.len().min(self.buffer)];
+        let access = self.count();
+        if kept.len() < datagram.len() {
+            self.summary.truncated += 1;
+        }
+        if datagram == SINK_REPORT_QUERY {
+            self.arrivals.report(peer).encode(answer);
+        } else {
+            let seq = match self.encoding {
+                Encoding::Plain => probe_seq(datagram),
+                Encoding::Auto | Encoding::Json => {
+                    match proto::classify_view(datagram, self.buffer) {
+                        DatagramView::Plain => probe_seq(datagram),
+                        DatagramView::Envelope(Ok(EnvelopeView::Request { body, .. })) => {
+                            probe_seq(body.as_bytes())
+                        }
+                        DatagramView::Envelope(_) => None,
+                    }
+                }
+            };
+            self.arrivals.record(peer, datagram.len(), seq);
+            self.summary.sink = Some(self.arrivals.total());
+        }
+        Event::Counted {
+            access,
+            message: Cow::Borrowed(kept),
+            len: datagram.len(),
         }
     }
 
@@ -333,13 +394,37 @@ impl Core {
     /// Writes what the mode answers to access `access` of `message`.
     fn write_reply(&self, access: u64, message: &[u8], out: &mut Vec<u8>) {
         match self.mode {
-            // `proto::text::access_count_reply`, written in place. Writing into a Vec cannot fail.
+            // `proto::text::access_count_reply`, written in place.
             Mode::Count => {
-                let _ = write!(out, "{ACCESS_COUNT_PREFIX}{access}");
+                out.extend_from_slice(ACCESS_COUNT_PREFIX.as_bytes());
+                out.extend_from_slice(itoa::Buffer::new().format(access).as_bytes());
             }
             Mode::Hello => out.extend_from_slice(HELLO_CLIENT.as_bytes()),
             Mode::Echo => out.extend_from_slice(message),
+            Mode::Sink => {}
         }
+    }
+
+    /// Writes the reply envelope to request `id` (access `access`, body `body`) into `out`,
+    /// with the mode's answer as its body, without an intermediate buffer but for the
+    /// reused `Access count: N` text.
+    fn encode_reply(&mut self, id: Id, access: u64, body: &str, out: &mut Vec<u8>) {
+        let text: &str = match self.mode {
+            Mode::Count => {
+                self.text.clear();
+                self.text.push_str(ACCESS_COUNT_PREFIX);
+                self.text.push_str(itoa::Buffer::new().format(access));
+                &self.text
+            }
+            Mode::Hello => HELLO_CLIENT,
+            Mode::Echo => body,
+            Mode::Sink => "",
+        };
+        EnvelopeView::Reply {
+            id,
+            body: Cow::Borrowed(text),
+        }
+        .encode(out);
     }
 
     /// Counts one access and returns its number.
@@ -353,14 +438,6 @@ impl Core {
             self.summary.peers = self.peers.len() as u64;
         }
     }
-}
-
-/// Writes the reply envelope to request `id` with the answer `text` (UTF-8: the reply to a
-/// request whose body is a string).
-fn encode_reply(id: Id, text: Vec<u8>, out: &mut Vec<u8>) {
-    let body = String::from_utf8(text)
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-    Envelope::Reply { id, body }.encode(out);
 }
 
 /// The sentence the per-datagram lines and the debug log give an event that was not counted.
@@ -391,6 +468,7 @@ impl fmt::Display for Event<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proto::Envelope;
     use std::time::Duration;
 
     fn addr(port: u16) -> SocketAddr {
@@ -657,5 +735,77 @@ mod tests {
         }
         assert!(sent_bytes <= 3 * received_bytes);
         assert_eq!(core.summary().counted, 20);
+    }
+
+    #[test]
+    fn a_sink_counts_everything_and_answers_only_the_report_query() {
+        let now = Instant::now();
+        for encoding in [Encoding::Auto, Encoding::Plain, Encoding::Json] {
+            let mut sink = core(|c| {
+                c.mode = Mode::Sink;
+                c.encoding = encoding;
+            });
+            let peer = addr(40_000);
+            let mut datagrams = vec![
+                b"seq 1".to_vec(),
+                b"seq 3".to_vec(),
+                b"seq 2".to_vec(),
+                b"seq 2".to_vec(),
+                b"Hello Server!!".to_vec(),
+                b"{not json".to_vec(),
+            ];
+            datagrams.push(request(7, "seq 4", Some(7)));
+            for datagram in &datagrams {
+                let (event, sent) = exchange(&mut sink, peer, datagram, now);
+                assert!(event.starts_with("Counted as access"), "{event}");
+                assert_eq!(sent, None, "{encoding:?}: a sink answers nothing");
+            }
+            let (_, report) = exchange(&mut sink, peer, SINK_REPORT_QUERY, now);
+            let report = report.and_then(|r| proto::probe::SinkReport::decode(&r));
+            let bytes = datagrams.iter().map(|d| d.len() as u64).sum();
+            assert_eq!(
+                report,
+                Some(proto::probe::SinkReport {
+                    datagrams: 7,
+                    bytes,
+                    lost: 0,
+                    reordered: 1,
+                    duplicated: 1,
+                }),
+                "{encoding:?}"
+            );
+            // Another source has a report of its own; the summary has the totals.
+            let (_, other) = exchange(&mut sink, addr(40_001), SINK_REPORT_QUERY, now);
+            assert_eq!(
+                other.and_then(|r| proto::probe::SinkReport::decode(&r)),
+                Some(proto::probe::SinkReport::default())
+            );
+            let summary = sink.summary();
+            assert_eq!(summary.counted, 9, "queries are counted too");
+            assert_eq!(summary.sink.map(|s| s.datagrams), Some(7));
+            assert!(books_balance(summary));
+        }
+    }
+
+    #[test]
+    fn a_sinks_report_query_goes_through_the_rate_limit_and_the_loop_rule() {
+        let now = Instant::now();
+        let mut sink = core(|c| {
+            c.mode = Mode::Sink;
+            c.rate_limit = Some(crate::RateLimit::per_second(1));
+        });
+        let answered = (0..5)
+            .filter(|_| {
+                exchange(&mut sink, addr(40_000), SINK_REPORT_QUERY, now)
+                    .1
+                    .is_some()
+            })
+            .count();
+        assert_eq!(answered, 2, "a burst of twice the rate");
+        let well_known = SocketAddr::from(([127, 0, 0, 2], 53));
+        let (event, sent) = exchange(&mut sink, well_known, SINK_REPORT_QUERY, now);
+        assert!(event.starts_with("Not answered"), "{event}");
+        assert_eq!(sent, None);
+        assert!(books_balance(sink.summary()));
     }
 }

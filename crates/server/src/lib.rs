@@ -22,6 +22,7 @@
 
 mod amplification;
 mod args;
+mod arrivals;
 mod core;
 mod error;
 mod loop_guard;
@@ -36,6 +37,7 @@ mod timeline;
 
 pub use amplification::{AMPLIFICATION_FACTOR, AmplificationBudget, wire_len};
 pub use args::{Args, Config, Encoding, MAX_DURATION, Mode, RateLimit};
+pub use arrivals::Arrivals;
 pub use core::{Answer, Core, Event, Handled};
 pub use error::Error;
 pub use loop_guard::{FIRST_CLIENT_PORT, LoopCause, LoopGuard, REPEAT_LIMIT, REPEAT_WINDOW};

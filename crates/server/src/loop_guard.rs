@@ -26,6 +26,7 @@
 //! full. Memory is bounded by the cap, and a loop, whose entry is refreshed on every round trip,
 //! is never the entry dropped.
 
+use foldhash::fast::RandomState as FastState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
@@ -74,8 +75,8 @@ impl LoopCause {
 /// The answers last sent to each source, to recognise an echo of them.
 #[derive(Debug)]
 pub struct LoopGuard {
-    current: HashMap<SocketAddr, LastAnswer>,
-    previous: HashMap<SocketAddr, LastAnswer>,
+    current: HashMap<SocketAddr, LastAnswer, FastState>,
+    previous: HashMap<SocketAddr, LastAnswer, FastState>,
     /// When `current` was started.
     since: Option<Instant>,
     /// Most entries in both generations together.
@@ -102,8 +103,8 @@ impl LoopGuard {
     /// A guard that remembers at most `cap` sources' last answers.
     pub fn new(cap: usize) -> LoopGuard {
         LoopGuard {
-            current: HashMap::new(),
-            previous: HashMap::new(),
+            current: HashMap::default(),
+            previous: HashMap::default(),
             since: None,
             cap: cap.max(2),
             hasher: RandomState::new(),
@@ -180,7 +181,7 @@ impl LoopGuard {
             let moved = self.previous.remove(&peer)?;
             if self.current.len() >= self.cap / 2 {
                 // No room: the previous generation goes, this entry starts the next one.
-                self.previous = std::mem::take(&mut self.current);
+                self.retire_current();
             }
             self.current.insert(peer, moved);
         }
@@ -195,8 +196,16 @@ impl LoopGuard {
     }
 
     fn start_generation(&mut self, now: Instant) {
-        self.previous = std::mem::take(&mut self.current);
+        self.retire_current();
         self.since = Some(now);
+    }
+
+    /// The current generation becomes the previous one, and the previous one's table, emptied
+    /// but with its room kept, the current one: generations turn over each second without
+    /// allocating, and neither table ever holds more than `cap / 2` entries' room.
+    fn retire_current(&mut self) {
+        std::mem::swap(&mut self.previous, &mut self.current);
+        self.current.clear();
     }
 }
 

@@ -14,11 +14,29 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Bytes a queue holds before it drops lines: about a hundred per-datagram lines, on top of what
-/// the stream itself buffers (a pipe holds 64 KiB). A stream that keeps up empties it within
-/// milliseconds; one that does not would only make a larger queue show lines later and later.
-/// An empty queue takes one push of any size, so a datagram's lines are never too long to show.
-pub const QUEUE_BYTES: usize = 8 << 10;
+/// Bytes a queue holds before it drops lines: 1 MiB, about 10,000 datagrams' tutorial lines.
+///
+/// The bound is what the writer may fall behind while it is not running. A server answering
+/// 300,000 datagrams a second produces about 30 MB/s of lines; pinned to one core with its
+/// writer thread (`taskset -c 0`), the writer runs only when the scheduler preempts the server,
+/// every few milliseconds, and then has 100-200 KiB to write. 8 KiB, the bound before, dropped
+/// lines at every such pause; 1 MiB rides out pauses of 30 ms at that rate. Memory: two
+/// buffers of this size per queue at most (the one filling and the one being written), whose
+/// pages are only touched as far as they are used.
+///
+/// A stream that does not keep up at all (a paused terminal, `| sleep 30`) still costs nothing
+/// but dropped, counted lines; a larger queue only means that, when a slow terminal resumes, it
+/// shows up to 1 MiB of older lines first. An empty queue takes one push of any size, so a
+/// datagram's lines are never too long to show.
+pub const QUEUE_BYTES: usize = 1 << 20;
+
+/// How long the writer, woken for a small batch, waits for more before writing: a server under
+/// load then costs one write per 2 ms rather than one per datagram, and a line still appears
+/// within milliseconds.
+const LINGER: Duration = Duration::from_millis(2);
+
+/// A batch this large is written at once, without [`LINGER`]ing.
+const LARGE_BATCH: usize = 64 << 10;
 
 /// What became of a line given to [`LineQueue::push`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +75,9 @@ struct State {
     pending: Vec<u8>,
     /// Whether the writer holds bytes it took and has not finished writing.
     writing: bool,
+    /// Whether the writer is waiting for bytes and must be woken: only then does a push signal
+    /// it (a futex call), so that a busy server makes no system call per line.
+    sleeping: bool,
     closed: bool,
 }
 
@@ -68,8 +89,13 @@ impl LineQueue {
         capacity: usize,
         on_error: impl FnOnce(io::Error) + Send + 'static,
     ) -> LineQueue {
+        // Both buffers get their whole room at once, so that they never grow (and reallocate)
+        // while serving; the pages are touched only as far as the lines reach.
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                pending: Vec::with_capacity(capacity),
+                ..State::default()
+            }),
             queued: Condvar::new(),
             written: Condvar::new(),
             capacity,
@@ -95,8 +121,11 @@ impl LineQueue {
                 || state.pending.len() + bytes.len() <= self.shared.capacity;
             if fits && !state.closed {
                 state.pending.extend_from_slice(bytes);
+                let wake = std::mem::take(&mut state.sleeping);
                 drop(state);
-                self.shared.queued.notify_one();
+                if wake {
+                    self.shared.queued.notify_one();
+                }
                 return Pushed::Queued;
             }
         }
@@ -143,18 +172,33 @@ impl Shared {
     }
 
     /// The writer thread: takes everything queued at once, writes it in one go, and repeats.
+    /// Woken for a small batch, it first lingers a moment (without asking to be woken) so
+    /// that the lines of many datagrams go out in one write.
     fn drain_into(&self, mut out: impl Write, on_error: impl FnOnce(io::Error)) {
-        let mut batch = Vec::new();
+        let mut batch = Vec::with_capacity(self.capacity);
         loop {
             let mut state = self.lock();
             while state.pending.is_empty() && !state.closed {
+                state.sleeping = true;
                 state = self
                     .queued
                     .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
             }
+            state.sleeping = false;
+            if state.pending.len() < LARGE_BATCH && !state.closed {
+                // Only `close` signals during the linger: pushes see `sleeping` false.
+                state = self
+                    .queued
+                    .wait_timeout(state, LINGER)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
             if state.pending.is_empty() {
-                return;
+                if state.closed {
+                    return;
+                }
+                continue;
             }
             std::mem::swap(&mut batch, &mut state.pending);
             state.writing = true;
@@ -312,5 +356,40 @@ mod tests {
         );
         assert!(matches!(queue.push(b"x\n"), Pushed::Dropped { .. }));
         assert!(!queue.close(Duration::from_millis(10)));
+    }
+
+    /// A stream that counts its writes.
+    struct Counted(Arc<AtomicU64>);
+
+    impl Write for Counted {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn many_lines_go_out_in_few_writes() {
+        let writes = Arc::new(AtomicU64::new(0));
+        let queue = LineQueue::spawn(Counted(Arc::clone(&writes)), QUEUE_BYTES, |_| {});
+        for _ in 0..1_000 {
+            assert_eq!(
+                queue.push(b"Message received from 127.0.0.1:40000.\n"),
+                Pushed::Queued
+            );
+        }
+        assert!(queue.close(Duration::from_secs(5)));
+        // The writer lingers for more before writing a small batch: a handful of writes, not
+        // one per line (100 leaves a tenfold margin for a writer descheduled between pushes).
+        let writes = writes.load(Ordering::Relaxed);
+        assert!(
+            (1..100).contains(&writes),
+            "{writes} writes for 1,000 lines"
+        );
+        assert_eq!(queue.dropped(), 0);
     }
 }

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use proto::probe::SinkReport;
+
 /// How many distinct peers are counted exactly; past this the summary shows `≥65,536`, so
 /// that a flood of spoofed sources cannot grow the tally's memory (about 3 MiB at the cap).
 pub const PEER_TALLY_CAP: usize = 65_536;
@@ -13,7 +15,8 @@ pub struct Summary {
     /// Datagrams received.
     pub received: u64,
     /// Accesses counted and answered: plain datagrams, and envelope requests seen for the first
-    /// time.
+    /// time. In sink mode, every datagram that passed the rate limit and the loop rule, report
+    /// queries included (a sink answers only those).
     pub counted: u64,
     /// Envelope requests seen before (a resend, or a copy the network made): answered from the
     /// reply cache, or, when their sender has moved past them, recognised as done; never
@@ -40,6 +43,9 @@ pub struct Summary {
     pub amplification_dropped: u64,
     /// Answers the system would not send.
     pub send_failures: u64,
+    /// In sink mode, what arrived from every source (report queries left out): datagrams,
+    /// bytes, and the probes lost, reordered and duplicated.
+    pub sink: Option<SinkReport>,
 }
 
 impl fmt::Display for Summary {
@@ -70,6 +76,9 @@ impl fmt::Display for Summary {
             if value > 0 {
                 write!(f, ", {name} {value}")?;
             }
+        }
+        if let Some(sink) = &self.sink {
+            write!(f, ", sink: {sink}")?;
         }
         Ok(())
     }

@@ -231,7 +231,8 @@ fn a_stalled_stdout_never_stops_service() -> Result {
     // stdout is a pipe whose read end this test holds and never reads.
     let server = spawn(&["--bind", "127.0.0.1:0"])?;
     let peer = peer_for(server.addr)?;
-    let body = "x".repeat(200);
+    // 2 MB of lines in all: more than the pipe (64 KiB) and the queue (1 MiB) hold.
+    let body = "x".repeat(2_000);
     for id in 1..=1_000_u64 {
         let request = format!(r#"{{"v":1,"id":{id},"kind":"request","body":"{body}","ack":{id}}}"#);
         let answer = ask(&peer, server.addr, request.as_bytes())?;
@@ -367,5 +368,46 @@ fn the_rate_limit_says_so_once_with_what_to_try() -> Result {
         "{err}"
     );
     assert!(!err.contains("rate limit: rate limit"), "{err}");
+    Ok(())
+}
+
+/// `--mode sink` answers nothing but the report query, which tells the asker what arrived from
+/// it: here probes 1-6 with 3 lost and 5 and 4 swapped; the summary adds the totals.
+#[test]
+fn a_sink_answers_only_its_report_with_the_gaps_and_swaps() -> Result {
+    let server = spawn(&["--bind", "127.0.0.1:0", "--mode", "sink"])?;
+    let peer = peer_for(server.addr)?;
+    for seq in [1, 2, 5, 4, 6] {
+        peer.send_to(format!("seq {seq}.........").as_bytes(), server.addr)?;
+    }
+    peer.send_to(
+        br#"{"v":1,"id":9,"kind":"request","body":"seq 7"}"#,
+        server.addr,
+    )?;
+    peer.send_to(b"not a probe", server.addr)?;
+    // Nothing comes back for those; the query's answer is the first datagram received.
+    let report = ask(&peer, server.addr, b"udptalk sink report?")?;
+    assert_eq!(
+        String::from_utf8(report)?,
+        "udptalk sink report: datagrams 7, bytes 127, lost 1, reordered 1, duplicated 0"
+    );
+    sigterm(server.child.id())?;
+    let (code, out, err) = server.finish()?;
+    assert_eq!(code, 0);
+    assert!(
+        err.contains(
+            "summary: received 8, counted 8, duplicates 0, malformed 0, rate-limited 0, busy 0, \
+             loops 0, truncated 0, peers 1, sink: datagrams 7, bytes 127, lost 1, reordered 1, \
+             duplicated 0"
+        ),
+        "{err}"
+    );
+    // The lines of echo and hello modes: no `New access.` line.
+    assert!(out.starts_with("Message received from 127.0.0.1:"), "{out}");
+    assert!(
+        out.contains("The message is [ seq 1......... ].\n"),
+        "{out}"
+    );
+    assert!(!out.contains("New access."), "{out}");
     Ok(())
 }

@@ -1,0 +1,225 @@
+//! The server's per-datagram path allocates nothing in steady state: a counting global allocator
+//! watches a real [`server::Server`] on loopback answer thousands of datagrams in every mode,
+//! in both encodings, with the tutorial's lines on and off.
+//!
+//! This is its own test binary (not a module of `tests/it`) because a global allocator counts
+//! every thread of the process: no other test may run beside it. For the same reason all the
+//! cases run in one `#[test]`, one after the other.
+//!
+//! `unsafe_code` is denied workspace-wide; this file allows it for one reason: implementing
+//! [`GlobalAlloc`] is an `unsafe impl` by definition. The implementation only counts and then
+//! forwards every call, unchanged, to [`System`].
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use proto::probe::{SINK_REPORT_QUERY, SinkReport, write_probe};
+use proto::{Envelope, Id};
+use server::{Config, Encoding, LineQueue, Mode, QUEUE_BYTES, Server, TutorialLines};
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Counts allocations (and reallocations, which may move) of every thread.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every method forwards its arguments unchanged to `System`, which upholds
+// `GlobalAlloc`'s contract; the counter is an atomic and never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's guarantees for `alloc` are passed on as they are.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: `ptr` and `layout` come from this allocator, which got them from `System`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as for `realloc`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Exchanges before measuring, at least: the tables, buffers and queues reach their working
+/// size.
+const WARM_UP: u64 = 1_000;
+/// How long the warm-up lasts, at least: past one turn of the loop guard's generations
+/// ([`server::REPEAT_WINDOW`]), whose second table gets its room at the first turn.
+const WARM_UP_TIME: Duration = Duration::from_millis(1_200);
+/// Exchanges measured.
+const MEASURED: u64 = 10_000;
+/// Probes a sink gets between two report queries (its answers pace the sender).
+const SINK_BATCH: u64 = 50;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Wire {
+    Plain,
+    Json,
+}
+
+/// Datagram `n` a client sends: probe `n + 1` (each distinct, so that an echo of one is never
+/// mistaken for a loop), as plain text or as the body of a request with id `first + n`
+/// acknowledging everything before it, as udptalk's client and `bench` send them.
+fn datagram(wire: Wire, n: u64) -> Vec<u8> {
+    let mut probe = Vec::new();
+    write_probe(n + 1, proto::probe::MIN_PROBE_SIZE, &mut probe);
+    match wire {
+        Wire::Plain => probe,
+        Wire::Json => {
+            let id = Id::MIN.wrapping_add(1_000_000 + n);
+            Envelope::Request {
+                id,
+                body: String::from_utf8_lossy(&probe).into_owned(),
+                ack: Some(id),
+            }
+            .encode_to_vec()
+        }
+    }
+}
+
+/// Sends each datagram and waits for its answer (a sink answers only report queries: it gets
+/// a batch of probes, then a query), into a buffer allocated before.
+fn exchange(
+    socket: &UdpSocket,
+    mode: Mode,
+    datagrams: &[Vec<u8>],
+    buf: &mut [u8],
+) -> io::Result<()> {
+    for (n, datagram) in (0..).zip(datagrams) {
+        socket.send(datagram)?;
+        if mode != Mode::Sink {
+            socket.recv(buf)?;
+        } else if n % SINK_BATCH == SINK_BATCH - 1 {
+            socket.send(SINK_REPORT_QUERY)?;
+            socket.recv(buf)?;
+        }
+    }
+    Ok(())
+}
+
+/// Allocations per case while a server answers `MEASURED` datagrams after `WARM_UP`.
+fn allocations(mode: Mode, wire: Wire, lines: bool, limited: bool) -> Result<u64> {
+    let mut config = Config::new("127.0.0.1:0".parse()?);
+    // A limit no test reaches: the limiter's table is consulted for every datagram.
+    config.rate_limit = limited.then_some(server::RateLimit::per_second(10_000_000));
+    config.mode = mode;
+    config.encoding = match wire {
+        Wire::Plain => Encoding::Plain,
+        Wire::Json => Encoding::Json,
+    };
+    config.quiet = !lines;
+    let mut server = Server::bind(config.clone())?;
+    let queue = LineQueue::spawn(io::sink(), QUEUE_BYTES, |_| {});
+    if lines {
+        server = server.with_sink(Box::new(TutorialLines::new(&config, queue.clone())));
+    }
+    let addr: SocketAddr = server.local_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = thread::spawn({
+        let stop = Arc::clone(&stop);
+        move || server.run(&stop)
+    });
+
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_read_timeout(Some(Duration::from_secs(5)))?;
+    socket.connect(addr)?;
+    let mut buf = vec![0_u8; 1 << 16];
+
+    // Warm up (allocating freely on this side), then measure datagrams encoded beforehand.
+    let started = Instant::now();
+    let mut sent = 0;
+    let mut exchanged = Ok(());
+    while exchanged.is_ok() && (sent < WARM_UP || started.elapsed() < WARM_UP_TIME) {
+        let batch: Vec<_> = (sent..sent + SINK_BATCH)
+            .map(|n| datagram(wire, n))
+            .collect();
+        exchanged = exchange(&socket, mode, &batch, &mut buf);
+        sent += SINK_BATCH;
+    }
+    let measured: Vec<_> = (sent..sent + MEASURED).map(|n| datagram(wire, n)).collect();
+    sent += MEASURED;
+    let exchanged = exchanged.and_then(|()| {
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        exchange(&socket, mode, &measured, &mut buf)?;
+        Ok(ALLOCATIONS.load(Ordering::SeqCst) - before)
+    });
+    let report = if mode == Mode::Sink {
+        socket.send(SINK_REPORT_QUERY)?;
+        let len = socket.recv(&mut buf)?;
+        SinkReport::decode(&buf[..len])
+    } else {
+        None
+    };
+
+    // The stop path: the flag ends the loop, which returns its books.
+    stop.store(true, Ordering::Relaxed);
+    let summary = running.join().map_err(|_| "the server thread panicked")??;
+    queue.close(Duration::from_secs(5));
+    let allocated = exchanged.map_err(|e| format!("{mode:?} {wire:?}: no answer: {e}"))?;
+
+    // A sink counts its report queries too, one per batch and the last one.
+    let queries = if mode == Mode::Sink {
+        sent / SINK_BATCH + 1
+    } else {
+        0
+    };
+    assert_eq!(
+        summary.counted,
+        sent + queries,
+        "{mode:?} {wire:?}: {summary}"
+    );
+    assert_eq!(summary.lines_dropped, 0);
+    if mode == Mode::Sink {
+        let report = report.ok_or("the sink's last report did not read back")?;
+        assert_eq!((report.datagrams, report.lost), (sent, 0), "{report}");
+    }
+    Ok(allocated)
+}
+
+#[test]
+fn no_allocation_per_datagram_in_any_mode_or_encoding() -> Result {
+    let mut failures = Vec::new();
+    let mut table = String::new();
+    for mode in [Mode::Count, Mode::Hello, Mode::Echo, Mode::Sink] {
+        for wire in [Wire::Plain, Wire::Json] {
+            for lines in [false, true] {
+                // The rate limiter is on by default only off loopback; the tables it consults
+                // are the same in every mode, so count mode checks it, in both encodings.
+                let limits = if mode == Mode::Count && lines { 2 } else { 1 };
+                for limited in [false, true].into_iter().take(limits) {
+                    let allocated = allocations(mode, wire, lines, limited)?;
+                    table.push_str(&format!(
+                        "{mode:?} {wire:?} lines {lines} rate limit {limited}: {allocated} \
+                         allocations in {MEASURED} datagrams\n"
+                    ));
+                    if allocated != 0 {
+                        failures.push((mode, wire, lines, allocated));
+                    }
+                }
+            }
+        }
+    }
+    eprint!("{table}");
+    assert!(failures.is_empty(), "allocations in steady state:\n{table}");
+    Ok(())
+}
