@@ -485,10 +485,19 @@ pub fn parse_bench(stdout: &[u8]) -> Result<Load, String> {
             .ok_or_else(|| format!("its result has no number at {}", path.join(".")))
     };
     let count = |key: &str| number(&[key]).map(|n| n as u64);
+    // No reply, no RTT: an open loop against a sink reports `null` percentiles.
+    let rtt = |key: &str| {
+        let value = &object["rtt_us"][key];
+        match value.as_f64() {
+            Some(us) => Ok(us),
+            None if value.is_null() => Ok(f64::NAN),
+            None => Err(format!("its rtt_us.{key} is {value}, not a number or null")),
+        }
+    };
     Ok(Load {
         replies_per_s: number(&["replies_per_s"])?,
-        p50_us: number(&["rtt_us", "p50"])?,
-        p99_us: number(&["rtt_us", "p99"])?,
+        p50_us: rtt("p50")?,
+        p99_us: rtt("p99")?,
         sent: count("sent")?,
         received: count("received")?,
         lost: count("lost")?,
@@ -667,6 +676,13 @@ sockperf: ---> percentile 50.000 =   88.260
         assert_eq!(load.highest_access, Some(1200));
         assert_eq!((load.all_sent(), load.all_received()), (1200, 1200));
         assert!(parse_bench(b"no json").is_err());
+        let sink = br#"{"kind":"bench","sent":1000,"received":0,"lost":1000,"replies_per_s":0.0,"rtt_us":{"p50":null,"p99":null},"sink":{"datagrams":1200},"warmup_sent":200}"#;
+        let load = parse_bench(sink)?;
+        assert!(load.p50_us.is_nan());
+        assert_eq!(
+            load.raw["sink"]["datagrams"].as_u64(),
+            Some(load.all_sent())
+        );
         Ok(())
     }
 

@@ -214,9 +214,9 @@ impl<'a> Report<'a> {
                 line.extend([
                     format!("{:.0}", m.replies_per_s),
                     opt(m.ratio, 2),
-                    format!("{:.1}", m.p50_us),
-                    format!("{:.1}", m.p99_us),
-                    format!("{:.2}", m.cpu_us_per_reply),
+                    opt(finite(m.p50_us), 1),
+                    opt(finite(m.p99_us), 1),
+                    opt(finite(m.cpu_us_per_reply), 2),
                     opt(m.cpu_ratio, 2),
                     format!("{:.1}", m.peak_rss_kib as f64 / 1024.0),
                     m.lines_dropped.map_or("-".to_owned(), |n| n.to_string()),
@@ -322,8 +322,8 @@ impl<'a> Report<'a> {
                         let sample = r.sample.as_ref().map(|s| {
                             json!({
                                 "replies_per_s": s.load.replies_per_s,
-                                "rtt_p50_us": s.load.p50_us,
-                                "rtt_p99_us": s.load.p99_us,
+                                "rtt_p50_us": finite(s.load.p50_us),
+                                "rtt_p99_us": finite(s.load.p99_us),
                                 "sent": s.load.sent,
                                 "received": s.load.received,
                                 "lost": s.load.lost,
@@ -352,8 +352,8 @@ impl<'a> Report<'a> {
                 let medians = entry.medians.as_ref().map(|m| {
                     json!({
                         "replies_per_s": m.replies_per_s,
-                        "rtt_p50_us": m.p50_us,
-                        "rtt_p99_us": m.p99_us,
+                        "rtt_p50_us": finite(m.p50_us),
+                        "rtt_p99_us": finite(m.p99_us),
                         "cpu_us_per_reply": finite(m.cpu_us_per_reply),
                         "peak_rss_kib": m.peak_rss_kib,
                         "ratio": m.ratio,
@@ -408,7 +408,11 @@ impl<'a> Report<'a> {
             .zip(&self.entries)
             .filter_map(|(row, entry)| {
                 let m = entry.medians.as_ref()?;
-                Some((row.name.as_str(), m.ratio.unwrap_or(0.0), m.p99_us))
+                Some((
+                    row.name.as_str(),
+                    m.ratio.unwrap_or(0.0),
+                    finite(m.p99_us).unwrap_or(0.0),
+                ))
             })
             .collect();
         draw(path, &bars).map_err(|e| format!("cannot draw {}: {e}", path.display()))
@@ -429,8 +433,8 @@ fn medians(rounds: &[Round]) -> Option<Medians> {
     let exacts: Vec<bool> = rounds.iter().filter_map(|r| r.exact).collect();
     Some(Medians {
         replies_per_s: of(|s| s.load.replies_per_s).unwrap_or(0.0),
-        p50_us: of(|s| s.load.p50_us).unwrap_or(0.0),
-        p99_us: of(|s| s.load.p99_us).unwrap_or(0.0),
+        p50_us: of(|s| s.load.p50_us).unwrap_or(f64::NAN),
+        p99_us: of(|s| s.load.p99_us).unwrap_or(f64::NAN),
         cpu_us_per_reply: of(|s| s.cpu_us_per_reply).unwrap_or(f64::NAN),
         peak_rss_kib: samples.iter().map(|s| s.peak_rss_kib).max().unwrap_or(0),
         ratio: of_round(|r| r.ratio),

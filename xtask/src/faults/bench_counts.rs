@@ -47,7 +47,7 @@ fn read_bench(client: &Output, checks: &mut Checks) -> Option<Load> {
     match parse_bench(&client.stdout) {
         Ok(load) => {
             checks.figure(format!(
-                "sent {}, received {}, lost {} (warm-up included)",
+                "sent {}, received {} (warm-up included), lost {}",
                 load.all_sent(),
                 load.all_received(),
                 load.lost
