@@ -6,7 +6,8 @@
 //! sockperf is installed. The rows run in interleaved rounds (each round runs every row once, in
 //! an order of its own), so that the machine's drift hits every row alike; a row's ratio is the
 //! median over rounds of its replies/s divided by its baseline's in the same round. Each row
-//! pins its programs with `taskset -c` ([`rows::Pinning`]).
+//! pins its programs with `taskset -c` ([`rows::Pinning`]) and, where allowed (root), runs them
+//! at `nice -n -10` so that other work on a shared machine steals less of their cores.
 //!
 //! Per row: replies/s and RTT p50/p99 from the generator, the server's CPU per reply
 //! (`/proc/PID/stat`) and peak RSS (`VmHWM`), udptalk's `lines dropped` and whether its

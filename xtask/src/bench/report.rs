@@ -269,6 +269,11 @@ impl<'a> Report<'a> {
             self.duration.as_secs_f64(),
             if self.nice { "; both at nice -10" } else { "" }
         );
+        println!(
+            "CPU = the server's user + system time (all threads) over the load ÷ replies; RSS = \
+             its peak (VmHWM); dropped = its summary's `lines dropped`; exact = its `counted` = \
+             the bench's sent = received = highest Access count, every round (count rows)"
+        );
         for (row, entry) in self.rows.iter().zip(&self.entries) {
             for verdict in &entry.verdicts {
                 println!(
