@@ -1,6 +1,7 @@
 //! Micro-benchmarks of proto's hot paths, the work a server does per datagram before and after
 //! the system calls: encoding a reply envelope, decoding a request envelope, classifying plain
-//! text and JSON, and writing and reading a probe.
+//! text and JSON, and writing and reading a probe. Where proto has a borrowing view (what the
+//! server's hot path uses) beside the owned value, both are measured, side by side.
 //!
 //! `cargo bench -p proto --bench codec` (add `-- --quick` for a short run). `cargo xtask bench`
 //! measures whole programs; these say which part of a datagram's path costs what.
@@ -11,7 +12,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use proto::probe::{probe_seq, write_probe};
-use proto::{Envelope, Id, RECV_BUFFER, classify};
+use proto::{Envelope, EnvelopeView, Id, RECV_BUFFER, classify, classify_view};
 
 /// The tutorial's request, as a JSON client sends it.
 const REQUEST: &[u8] = br#"{"v":1,"id":4242,"kind":"request","body":"Hello Server!!","ack":4242}"#;
@@ -35,11 +36,22 @@ fn encode(c: &mut Criterion) {
             black_box(out.len())
         })
     });
+    let view = reply.view();
+    c.bench_function("encode reply view", |b| {
+        b.iter(|| {
+            out.clear();
+            black_box(&view).encode(&mut out);
+            black_box(out.len())
+        })
+    });
 }
 
 fn decode(c: &mut Criterion) {
     c.bench_function("decode request envelope", |b| {
         b.iter(|| Envelope::decode(black_box(REQUEST), RECV_BUFFER).is_ok())
+    });
+    c.bench_function("decode request view", |b| {
+        b.iter(|| EnvelopeView::decode(black_box(REQUEST), RECV_BUFFER).is_ok())
     });
 }
 
@@ -49,6 +61,9 @@ fn classify_datagrams(c: &mut Criterion) {
     });
     c.bench_function("classify json request", |b| {
         b.iter(|| classify(black_box(REQUEST), RECV_BUFFER))
+    });
+    c.bench_function("classify_view json request", |b| {
+        b.iter(|| classify_view(black_box(REQUEST), RECV_BUFFER))
     });
 }
 
