@@ -29,6 +29,7 @@ mod output;
 mod rate_limit;
 mod reply_cache;
 mod server;
+mod shared;
 mod sink;
 mod summary;
 mod sys;
@@ -43,6 +44,7 @@ pub use output::{Console, LineQueue, Pushed, QUEUE_BYTES};
 pub use rate_limit::{RateLimiter, RateReport};
 pub use reply_cache::{CacheLimits, Lookup, ReplyCache, STREAM_WINDOW};
 pub use server::Server;
+pub use shared::{AccessCounter, CLAIM_WINDOW, GroupClaims, MAX_WORKERS, Shared};
 pub use sink::{Sink, TutorialLines};
 pub use summary::{PEER_TALLY_CAP, Summary};
 
