@@ -178,3 +178,47 @@ fn idle_means_no_datagram_on_any_worker() -> Result {
     assert!(err.contains("summary: received 10, counted 10,"), "{err}");
     Ok(())
 }
+
+/// A broadcast datagram reaches every socket of a SO_REUSEPORT group: the server answers and
+/// counts it once. Loopback has a broadcast address (127.255.255.255) on Linux, which only a
+/// wildcard bind receives; where the system refuses to send to it, the test says so and skips.
+#[test]
+fn a_broadcast_is_answered_and_counted_once_by_two_workers() -> Result {
+    let server = spawn(&["--bind", "0.0.0.0:0", "--workers", "2", "--quiet"])?;
+    let peer = UdpSocket::bind("127.0.0.1:0")?;
+    peer.set_broadcast(true)?;
+    let broadcast = SocketAddr::from(([127, 255, 255, 255], server.addr.port()));
+    let rounds = 5;
+    for n in 1..=rounds {
+        if let Err(e) = peer.send_to(format!("anyone there? {n}").as_bytes(), broadcast) {
+            eprintln!(
+                "SKIP a_broadcast_is_answered_and_counted_once: cannot send to {broadcast}: {e}"
+            );
+            return Ok(());
+        }
+        // Each broadcast gets exactly one answer: the next one read is this round's.
+        peer.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut buf = [0; 64];
+        let (len, from) = peer.recv_from(&mut buf)?;
+        assert_eq!(&buf[..len], format!("Access count: {n}").as_bytes());
+        assert_eq!(from, SocketAddr::from(([127, 0, 0, 1], server.addr.port())));
+    }
+    // Time for a wrongly answered copy to arrive.
+    peer.set_read_timeout(Some(Duration::from_millis(300)))?;
+    let mut buf = [0; 64];
+    if let Ok((len, _)) = peer.recv_from(&mut buf) {
+        return Err(format!(
+            "a second answer: {:?}",
+            String::from_utf8_lossy(&buf[..len])
+        )
+        .into());
+    }
+    sigterm(server.child.id())?;
+    let (code, _, err) = server.finish()?;
+    assert_eq!(code, 0);
+    assert!(
+        err.contains(&format!("summary: received {rounds}, counted {rounds},")),
+        "{err}"
+    );
+    Ok(())
+}
