@@ -19,6 +19,19 @@
 //!
 //! Several sockets can share one address with `SO_REUSEPORT` ([`ServerSocket::bind_group`]),
 //! the kernel spreading peers across them by a hash of the 4-tuple.
+//!
+//! Why nix's `recvmmsg`/`sendmmsg` (with `MultiHeaders`, allocated once, so a call allocates
+//! nothing) rather than quinn-udp, the maintained batched UDP layer: quinn-udp is made for QUIC
+//! and its choices do not fit a general tool. It sends one `sendmsg` per datagram (GSO instead
+//! of `sendmmsg`); it calls `recvmmsg` without `MSG_WAITFORONE`, so it needs a non-blocking
+//! socket and a `poll` per batch (a third system call); it turns fragmentation off
+//! (`IP_PMTUDISC_PROBE`, DF), so an answer larger than the path MTU is refused; it enables GRO,
+//! coalescing datagrams we must see one by one; it swallows `EMSGSIZE`, so an answer would be
+//! lost without being counted; and it reports `ipi_addr`, the header's destination, as the
+//! local address, which for a broadcast cannot be a source. socket2 has no `recvmmsg`. nix has
+//! two quirks, handled below: one `sendmmsg` shares its control messages among all datagrams
+//! (answers are sent in runs with the same source address), and `recvmmsg` does not reset the
+//! headers' control-space length the kernel shrinks (headers are remade if that ever bites).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -204,7 +217,7 @@ mod imp {
     };
     use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-    use super::{BATCH, Outgoing, RecvMeta, slots};
+    use super::{BATCH, Outgoing, RECV_BUFFER, RecvMeta, slots};
 
     /// The headers of `recvmmsg` and `sendmmsg`, allocated once per socket.
     pub struct Batch {
@@ -287,10 +300,11 @@ mod imp {
         bufs: &mut [u8],
         metas: &mut [RecvMeta],
     ) -> io::Result<usize> {
+        let bufs_len = bufs.len();
         let mut slots = slots(bufs);
         let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
             std::array::from_fn(|_| [IoSliceMut::new(slots.next().unwrap_or_default())]);
-        let count = metas.len().min(BATCH);
+        let count = metas.len().min(BATCH).min(bufs_len / RECV_BUFFER);
         let mut lost_pktinfo = false;
         let mut n = 0;
         {
