@@ -167,10 +167,7 @@ mod tests {
             b"udptalk sink report: datagrams 10, bytes 140, lost 2, reordered 1, duplicated 3"
         );
         assert_eq!(SinkReport::decode(&out), Some(report));
-        assert_eq!(
-            SinkReport::decode(b"udptalk sink report: datagrams 1"),
-            None
-        );
+        assert_eq!(SinkReport::decode(b"udptalk sink report: datagrams 1"), None);
         assert_eq!(SinkReport::decode(SINK_REPORT_QUERY), None);
     }
 }
