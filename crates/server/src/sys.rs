@@ -45,9 +45,17 @@ use proto::RECV_BUFFER;
 /// elsewhere.
 #[cfg(target_os = "linux")]
 pub const BATCH: usize = 32;
+
 /// Datagrams taken by one receive: batching needs `recvmmsg`, which only Linux has here.
 #[cfg(not(target_os = "linux"))]
 pub const BATCH: usize = 1;
+
+/// The receive buffer each socket asks for: 2 MiB, which Linux caps at `net.core.rmem_max` and
+/// doubles for its bookkeeping. The default (about 208 KiB) holds fewer than a dozen 16 KiB
+/// datagrams, so a client with 32 of them in flight would lose some before the server is even
+/// scheduled; 4 MiB holds a full batch of the largest datagrams and thousands of small ones.
+/// It costs the kernel memory only while datagrams wait in it.
+pub const RECEIVE_BUFFER_BYTES: usize = 2 << 20;
 
 /// A received datagram: its length, sender, and the local address it was sent to (when the
 /// socket is bound to a wildcard address and the platform tells).
@@ -125,6 +133,9 @@ impl ServerSocket {
     }
 
     fn from_std(socket: UdpSocket, addr: SocketAddr) -> io::Result<ServerSocket> {
+        if let Err(e) = imp::grow_receive_buffer(&socket) {
+            log::debug!("the receive buffer keeps the system's default size: {e}");
+        }
         let pktinfo = addr.ip().is_unspecified() && imp::enable_pktinfo(&socket, addr)?;
         let group_bind = match addr.ip() {
             IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast(),
@@ -254,6 +265,10 @@ mod imp {
 
     pub fn set_reuse_port(socket: &UdpSocket) -> io::Result<()> {
         SockRef::from(socket).set_reuse_port(true)
+    }
+
+    pub fn grow_receive_buffer(socket: &UdpSocket) -> io::Result<()> {
+        SockRef::from(socket).set_recv_buffer_size(super::RECEIVE_BUFFER_BYTES)
     }
 
     pub fn bind_reuse_port(addr: SocketAddr) -> io::Result<UdpSocket> {
@@ -525,6 +540,11 @@ mod imp {
 
     pub fn set_reuse_port(_: &UdpSocket) -> io::Result<()> {
         Err(unsupported())
+    }
+
+    /// The system's default size serves; std cannot set another.
+    pub fn grow_receive_buffer(_: &UdpSocket) -> io::Result<()> {
+        Ok(())
     }
 
     pub fn bind_reuse_port(_: SocketAddr) -> io::Result<UdpSocket> {

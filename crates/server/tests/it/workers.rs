@@ -222,3 +222,48 @@ fn a_broadcast_is_answered_and_counted_once_by_two_workers() -> Result {
     );
     Ok(())
 }
+
+/// A client with 32 datagrams of 16 KiB in flight loses none while the server is not
+/// scheduled: the server asks for a receive buffer that holds them (the system's default
+/// holds about a dozen). A sink, so that only the server's buffer is tested. Skipped, with the reason, where `net.core.rmem_max` caps the request
+/// below what 32 of them take.
+#[test]
+fn a_window_of_large_datagrams_waits_whole_in_the_receive_buffer() -> Result {
+    const WINDOW: u64 = 32;
+    const SIZE: usize = 16 << 10;
+    let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0);
+    // Each datagram takes its payload plus a few hundred bytes of bookkeeping; Linux doubles
+    // the size granted for that bookkeeping.
+    if rmem_max * 2 < WINDOW as usize * (SIZE + 1024) {
+        eprintln!("skipped: net.core.rmem_max is {rmem_max} bytes, too small for 32 × 16 KiB");
+        return Ok(());
+    }
+    let server = spawn(&["--bind", "127.0.0.1:0", "--mode", "sink", "--quiet"])?;
+    let peer = peer_for(server.addr)?;
+    signal(server.child.id(), "STOP")?;
+    let datagram = vec![b'x'; SIZE];
+    for _ in 0..WINDOW {
+        peer.send_to(&datagram, server.addr)?;
+    }
+    signal(server.child.id(), "CONT")?;
+    // The report query comes after the 32 in the same queue: its answer means all were read.
+    peer.send_to(proto::probe::SINK_REPORT_QUERY, server.addr)?;
+    let mut buf = [0; 256];
+    let (len, _) = peer.recv_from(&mut buf)?;
+    let report = proto::probe::SinkReport::decode(&buf[..len]).ok_or("not a sink report")?;
+    assert_eq!(report.datagrams, WINDOW, "{report}");
+    sigterm(server.child.id())?;
+    let (code, _, err) = server.finish()?;
+    assert_eq!(code, 0);
+    assert!(
+        err.starts_with(&format!(
+            "summary: received {n}, counted {n},",
+            n = WINDOW + 1
+        )),
+        "{err}"
+    );
+    Ok(())
+}
