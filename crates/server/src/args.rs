@@ -98,6 +98,12 @@ pub struct Args {
     #[arg(long, short)]
     pub quiet: bool,
 
+    /// Threads serving the address, each with its own socket (SO_REUSEPORT, Linux only; 1-64).
+    /// A peer always reaches the same worker; access numbers and the summary cover them all
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: u16,
+
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
     #[arg(long, short, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -122,6 +128,8 @@ pub struct Config {
     pub quiet: bool,
     /// The per-source rate limit, if any.
     pub rate_limit: Option<RateLimit>,
+    /// Threads serving the address, each with its own socket.
+    pub workers: usize,
     /// The reply cache's caps (not a flag: the defaults are sized for any real load; tests
     /// shrink them to reach `busy`).
     pub cache: CacheLimits,
@@ -172,8 +180,31 @@ impl Config {
             buffer: proto::MAX_BUFFER,
             quiet: false,
             rate_limit: RateLimit::for_bind(bind, None),
+            workers: 1,
             cache: CacheLimits::default(),
         }
+    }
+}
+
+impl Args {
+    /// The combinations of flags that cannot work, said as what to do instead (clap checks
+    /// each flag alone).
+    pub fn check(&self) -> Result<(), String> {
+        if self.workers > 1 && self.once {
+            return Err(format!(
+                "--once takes exactly one datagram, which one worker does; drop --workers {} \
+                 or --once",
+                self.workers
+            ));
+        }
+        if self.workers > 1 && !cfg!(target_os = "linux") {
+            return Err(
+                "--workers above 1 needs Linux (SO_REUSEPORT spreading peers across sockets); \
+                 leave it at 1 here"
+                    .to_owned(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -188,6 +219,7 @@ impl From<&Args> for Config {
             buffer: usize::from(args.buffer),
             quiet: args.quiet,
             rate_limit: RateLimit::for_bind(args.bind, args.rate_limit),
+            workers: usize::from(args.workers),
             cache: CacheLimits::default(),
         }
     }

@@ -22,17 +22,18 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use proto::probe::{SINK_REPORT_QUERY, probe_seq};
 use proto::text::{ACCESS_COUNT_PREFIX, HELLO_CLIENT};
 use proto::{DatagramView, EnvelopeView, ErrorCode, Id};
 
-use crate::amplification::AmplificationBudget;
 use crate::arrivals::Arrivals;
 use crate::loop_guard::{LoopCause, LoopGuard};
-use crate::rate_limit::{RateLimiter, RateReport};
+use crate::rate_limit::RateReport;
 use crate::reply_cache::{Lookup, ReplyCache};
+use crate::shared::{Shared, lock};
 use crate::summary::{PEER_TALLY_CAP, Summary};
 use crate::{Config, Encoding, Mode};
 
@@ -111,8 +112,9 @@ pub struct Core {
     buffer: usize,
     summary: Summary,
     cache: ReplyCache,
-    limiter: Option<RateLimiter>,
-    budget: AmplificationBudget,
+    /// The access counter, rate limiter and amplification budget, shared with the other
+    /// workers' cores (see [`Shared`] for why these and not the rest).
+    shared: Arc<Shared>,
     loops: LoopGuard,
     peers: HashSet<SocketAddr, FastState>,
     /// What arrived from each source (sink mode only).
@@ -131,18 +133,20 @@ enum Verdict {
 }
 
 impl Core {
-    /// A core answering by `config`.
+    /// A core answering by `config`, alone (with state of its own).
     pub fn new(config: &Config) -> Core {
+        Core::with_shared(config, Arc::new(Shared::new(config, 1)))
+    }
+
+    /// A core answering by `config`, one of several workers sharing `shared`.
+    pub fn with_shared(config: &Config, shared: Arc<Shared>) -> Core {
         Core {
             mode: config.mode,
             encoding: config.encoding,
             buffer: config.buffer,
             summary: Summary::default(),
             cache: ReplyCache::new(config.cache),
-            limiter: config.rate_limit.map(|rate| {
-                RateLimiter::new(rate.per_second, rate.burst, RateLimiter::DEFAULT_SOURCES)
-            }),
-            budget: AmplificationBudget::default(),
+            shared,
             loops: LoopGuard::new(LoopGuard::DEFAULT_SOURCES),
             peers: HashSet::default(),
             arrivals: Arrivals::new(Arrivals::DEFAULT_SOURCES),
@@ -167,7 +171,7 @@ impl Core {
 
     /// The rate limiter's report of the sources it refused, at most once a second.
     pub fn take_rate_report(&mut self, now: Instant) -> Option<RateReport> {
-        self.limiter.as_mut()?.take_report(now)
+        lock(self.shared.limiter.as_ref()?).take_report(now)
     }
 
     /// Decides what `datagram` from `peer` (its canonical address), received at `now`, gets.
@@ -183,8 +187,8 @@ impl Core {
         self.summary.received += 1;
         self.tally_peer(peer);
         let ip = peer.ip();
-        if let Some(limiter) = &mut self.limiter
-            && !limiter.allow(ip, now)
+        if let Some(limiter) = &self.shared.limiter
+            && !lock(limiter).allow(ip, now)
         {
             self.summary.rate_limited += 1;
             return Handled {
@@ -194,7 +198,7 @@ impl Core {
         }
         let guarded = !ip.to_canonical().is_loopback();
         if guarded {
-            self.budget.on_receive(ip, datagram.len(), now);
+            lock(&self.shared.budget).on_receive(ip, datagram.len(), now);
         }
         if let Some(cause) = self.loops.check(peer, datagram, now) {
             self.summary.loops += 1;
@@ -219,7 +223,7 @@ impl Core {
                 answer: Answer::None,
             };
         }
-        if guarded && !self.budget.try_send(ip, answer.len(), now) {
+        if guarded && !lock(&self.shared.budget).try_send(ip, answer.len(), now) {
             self.summary.amplification_dropped += 1;
             return Handled {
                 event,
@@ -427,10 +431,10 @@ impl Core {
         .encode(out);
     }
 
-    /// Counts one access and returns its number.
+    /// Counts one access and returns its number, from the counter all workers share.
     fn count(&mut self) -> u64 {
         self.summary.counted += 1;
-        self.summary.counted
+        self.shared.counter.next()
     }
 
     fn tally_peer(&mut self, peer: SocketAddr) {

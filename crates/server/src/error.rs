@@ -29,6 +29,12 @@ pub enum Error {
         /// What the system said.
         source: io::Error,
     },
+    /// Occurs when a worker thread stops by a panic: a bug, since nothing a peer sends may
+    /// panic the server.
+    Worker {
+        /// Which worker (0-based).
+        worker: usize,
+    },
     /// Occurs when the socket cannot be configured or read after binding.
     Socket {
         /// What was being done.
@@ -62,6 +68,11 @@ impl fmt::Display for Error {
                     "cannot bind udp {addr}: {source}; try another --bind address"
                 )
             }
+            Error::Worker { worker } => write!(
+                f,
+                "worker {worker} stopped unexpectedly (a bug: the log above says where); \
+                 restart the server, with --workers 1 if it happens again, and please report it"
+            ),
             Error::Socket { doing, source } => write!(
                 f,
                 "socket error while {doing}: {source}; this is unexpected, please report it"

@@ -2,12 +2,15 @@
 //! [`Server`] that never dies on what a peer sends, never loops with another server, and never
 //! stops answering because its output is slow.
 //!
-//! [`Server::bind`] opens the socket; [`Server::run`] receives datagrams until it is told to stop
-//! (a flag, set by SIGINT or SIGTERM), goes idle, or has answered once, and returns the
-//! [`Summary`] of what it saw. Each datagram goes to the [`Core`], which decides without any I/O
-//! what it gets (an [`Event`] and maybe an answer); the loop sends the answer, then hands the
-//! event to a [`Sink`], such as [`TutorialLines`], the tutorial's words on stdout through a
-//! bounded [`LineQueue`].
+//! [`Server::bind`] opens the socket (one per worker with `--workers N`, sharing the address
+//! through `SO_REUSEPORT`); [`Server::run`] receives datagrams until it is told to stop (a
+//! flag, set by SIGINT or SIGTERM), goes idle, or has answered once, and returns the
+//! [`Summary`] of what it saw, summed over the workers. Datagrams come in batches (one
+//! `recvmmsg` on Linux); each goes to the [`Core`], which decides without any I/O what it gets
+//! (an [`Event`] and maybe an answer); the loop sends the batch's answers (one `sendmmsg`),
+//! then hands the events to a [`Sink`], such as [`TutorialLines`], the tutorial's words on
+//! stdout through a bounded [`LineQueue`]. Workers share only the [`AccessCounter`] (so access
+//! numbers are unique), the per-IP policies and the [`GroupClaims`] ([`Shared`]).
 //!
 //! `main.rs` only parses arguments into a [`Config`], starts the [`Console`], installs the
 //! signal handlers, calls [`run`] and maps its result to an exit code, so tests can drive this
@@ -30,6 +33,7 @@ mod output;
 mod rate_limit;
 mod reply_cache;
 mod server;
+mod shared;
 mod sink;
 mod summary;
 mod sys;
@@ -45,6 +49,7 @@ pub use output::{Console, LineQueue, Pushed, QUEUE_BYTES};
 pub use rate_limit::{RateLimiter, RateReport};
 pub use reply_cache::{CacheLimits, Lookup, ReplyCache, STREAM_WINDOW};
 pub use server::Server;
+pub use shared::{AccessCounter, CLAIM_WINDOW, GroupClaims, MAX_WORKERS, Shared};
 pub use sink::{Sink, TutorialLines};
 pub use summary::{PEER_TALLY_CAP, Summary};
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use server::{Console, LineQueue};
 
 /// How long the output queues get to drain at exit. Whatever stdout is doing (a blocked pipe,
@@ -16,6 +16,12 @@ const EXIT_WAIT: Duration = Duration::from_millis(250);
 
 fn main() -> ExitCode {
     let args = server::Args::parse();
+    if let Err(message) = args.check() {
+        // Bad usage, exit 2, worded and shown as clap shows its own.
+        server::Args::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, message)
+            .exit();
+    }
     let console = Console::start();
     init_logging(args.verbose, console.stderr.clone());
     let stop = Arc::new(AtomicBool::new(false));

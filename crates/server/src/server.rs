@@ -1,17 +1,27 @@
-//! The receive loop: one socket, one receive buffer, one answer buffer, the [`Core`] that
-//! decides and the [`Sink`] that shows.
+//! The receive loop: per worker one socket, one batch of receive and answer buffers, the
+//! [`Core`] that decides; one [`Sink`] that shows, shared by the workers.
+//!
+//! A batch goes in three steps, so that output never delays an answer: every datagram is
+//! decided ([`Core::handle`]), all answers go out (one `sendmmsg` on Linux), then the events go
+//! to the sink. Nothing is allocated per batch or per datagram in steady state: the buffers are
+//! made once, and the events of a batch, which borrow its receive buffers, live in a vector
+//! whose allocation is handed from batch to batch ([`recycle`]).
 
 use std::io;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::mem;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use proto::RECV_BUFFER;
 use proto::text::canonical_peer;
 
-use crate::core::{Answer, Core};
+use crate::core::{Answer, Core, Handled};
+use crate::shared::{Shared, lock};
 use crate::sink::Sink;
-use crate::sys::ServerSocket;
+use crate::sys::{BATCH, Batch, Outgoing, RecvMeta, ServerSocket};
 use crate::{Config, Error, Summary};
 
 /// Longest wait in one receive, so that a stop request is seen within this long. Signals are
@@ -20,40 +30,45 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
-    socket: ServerSocket,
+    /// One socket per worker, all on the same address.
+    sockets: Vec<ServerSocket>,
     config: Config,
-    /// Receives always use [`RECV_BUFFER`] bytes, so the kernel never cuts a datagram; the cut
-    /// to `--buffer` is made (and reported) by the core.
-    buf: Vec<u8>,
-    answer: Vec<u8>,
-    core: Core,
-    sink: Option<Box<dyn Sink + Send>>,
+    shared: Arc<Shared>,
+    /// Shared by the workers, each taking it once per batch.
+    sink: Option<Mutex<Box<dyn Sink + Send>>>,
 }
 
 impl Server {
-    /// Binds the socket `config.bind` names.
+    /// Binds the socket `config.bind` names, one per worker (`config.workers`; with
+    /// `config.once`, one).
     pub fn bind(config: Config) -> Result<Server, Error> {
-        let socket =
-            ServerSocket::bind(config.bind).map_err(|e| Error::from_bind(config.bind, e))?;
-        socket
-            .set_read_timeout(POLL)
-            .map_err(|source| Error::Socket {
-                doing: "setting the receive timeout",
-                source,
-            })?;
+        let workers = if config.once {
+            1
+        } else {
+            config.workers.max(1)
+        };
+        let sockets = ServerSocket::bind_group(config.bind, workers)
+            .map_err(|e| Error::from_bind(config.bind, e))?;
+        for socket in &sockets {
+            // Set once here: the loop makes no system call but the receive and the send.
+            socket
+                .set_read_timeout(POLL)
+                .map_err(|source| Error::Socket {
+                    doing: "setting the receive timeout",
+                    source,
+                })?;
+        }
         Ok(Server {
-            socket,
-            core: Core::new(&config),
+            shared: Arc::new(Shared::new(&config, sockets.len())),
+            sockets,
             config,
-            buf: vec![0; RECV_BUFFER],
-            answer: Vec::with_capacity(RECV_BUFFER),
             sink: None,
         })
     }
 
     /// Shows every datagram's event on `sink` (by default, nothing is shown).
     pub fn with_sink(mut self, sink: Box<dyn Sink + Send>) -> Server {
-        self.sink = Some(sink);
+        self.sink = Some(Mutex::new(sink));
         self
     }
 
@@ -64,32 +79,209 @@ impl Server {
 
     /// The address really bound (with the port the system chose for port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.socket.local_addr().unwrap_or(self.config.bind)
+        self.sockets
+            .first()
+            .and_then(|socket| socket.local_addr().ok())
+            .unwrap_or(self.config.bind)
     }
 
-    /// Serves until `stop` is set, `--idle` passes without a datagram, or, with `--once`, the
-    /// first datagram has been handled.
+    /// Serves until `stop` is set, `--idle` passes without a datagram on any worker, or, with
+    /// `--once`, the first datagram has been handled; returns the books of all workers, summed.
     ///
-    /// Each datagram is decided by the [`Core`], its answer sent at once, and only then shown:
-    /// output never delays an answer.
-    pub fn run(mut self, stop: &AtomicBool) -> Result<Summary, Error> {
-        let mut last_datagram = Instant::now();
+    /// One worker serves on the calling thread; more get a thread each, and when one of them
+    /// ends (for any reason), the others end within [`POLL`].
+    pub fn run(self, stop: &AtomicBool) -> Result<Summary, Error> {
+        let Server {
+            sockets,
+            config,
+            shared,
+            sink,
+        } = self;
+        let common = Common {
+            config: &config,
+            stop,
+            halt: AtomicBool::new(false),
+            started: Instant::now(),
+            last_datagram: AtomicU64::new(0),
+            sink: sink.as_ref(),
+            workers: sockets.len(),
+        };
+        let start = |index: usize, socket: ServerSocket| -> Result<Summary, Error> {
+            let worker = Worker::new(index, socket, &config, Arc::clone(&shared))?;
+            Ok(worker.run(&common))
+        };
+        let mut sockets = sockets.into_iter();
+        if common.workers == 1 {
+            return match sockets.next() {
+                Some(socket) => start(0, socket),
+                None => Ok(Summary::default()),
+            };
+        }
+        let summaries: Vec<Result<Summary, Error>> = thread::scope(|scope| {
+            let mut running = Vec::with_capacity(common.workers);
+            let mut failed = None;
+            for (index, socket) in sockets.enumerate() {
+                let start = &start;
+                match thread::Builder::new()
+                    .name(format!("worker-{index}"))
+                    .spawn_scoped(scope, move || start(index, socket))
+                {
+                    Ok(handle) => running.push((index, handle)),
+                    Err(source) => {
+                        common.halt.store(true, Ordering::Relaxed);
+                        failed = Some(Error::Socket {
+                            doing: "starting a worker thread",
+                            source,
+                        });
+                        break;
+                    }
+                }
+            }
+            let mut results: Vec<Result<Summary, Error>> = running
+                .into_iter()
+                .map(|(worker, handle)| handle.join().unwrap_or(Err(Error::Worker { worker })))
+                .collect();
+            results.extend(failed.map(Err));
+            results
+        });
+        let mut total = Summary::default();
+        for summary in summaries {
+            add(&mut total, &summary?);
+        }
+        debug_assert_eq!(total.counted, shared.counter.total());
+        Ok(total)
+    }
+}
+
+/// What every worker of one server reads.
+struct Common<'a> {
+    config: &'a Config,
+    /// Set by the user (a signal).
+    stop: &'a AtomicBool,
+    /// Set when any worker ends, so that the others end too.
+    halt: AtomicBool,
+    started: Instant,
+    /// When the last datagram came to any worker, in nanoseconds since `started`.
+    last_datagram: AtomicU64,
+    sink: Option<&'a Mutex<Box<dyn Sink + Send>>>,
+    workers: usize,
+}
+
+impl Common<'_> {
+    fn datagram_at(&self, now: Instant) {
+        let nanos = u64::try_from(now.duration_since(self.started).as_nanos()).unwrap_or(u64::MAX);
+        self.last_datagram.store(nanos, Ordering::Relaxed);
+    }
+
+    fn since_last_datagram(&self) -> Duration {
+        let last = self.started + Duration::from_nanos(self.last_datagram.load(Ordering::Relaxed));
+        last.elapsed()
+    }
+}
+
+/// Sets `halt` when a worker ends, however it ends (a panic included).
+struct HaltOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for HaltOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One datagram of a batch, decided: the event borrows the batch's receive buffer.
+struct Decided<'a> {
+    /// Its slot in the batch (which answer buffer).
+    slot: usize,
+    /// The sender, canonical (IPv4-mapped addresses as IPv4), as shown and judged.
+    peer: SocketAddr,
+    /// The sender as the socket knows it, to answer.
+    to: SocketAddr,
+    local: Option<IpAddr>,
+    handled: Handled<'a>,
+}
+
+/// One worker: a socket and everything its loop reuses.
+struct Worker {
+    index: usize,
+    socket: ServerSocket,
+    batch: Batch,
+    core: Core,
+    /// For the claims on broadcast and multicast datagrams.
+    shared: Arc<Shared>,
+    /// [`BATCH`] receive slots of [`RECV_BUFFER`] bytes: the kernel never cuts a datagram; the
+    /// cut to `--buffer` is made (and reported) by the core. Made zeroed in one piece, so that
+    /// the system maps its pages only as datagrams reach them.
+    bufs: Vec<u8>,
+    metas: [RecvMeta; BATCH],
+    /// One answer buffer per slot, grown to the longest answer and then reused.
+    answers: Vec<Vec<u8>>,
+    /// The allocation of a batch's [`Decided`] list, empty between batches.
+    decided: Vec<Decided<'static>>,
+}
+
+impl Worker {
+    fn new(
+        index: usize,
+        socket: ServerSocket,
+        config: &Config,
+        shared: Arc<Shared>,
+    ) -> Result<Worker, Error> {
+        Ok(Worker {
+            index,
+            batch: socket.batch().map_err(|source| Error::Socket {
+                doing: "reading the bound address",
+                source,
+            })?,
+            socket,
+            core: Core::with_shared(config, Arc::clone(&shared)),
+            shared,
+            bufs: vec![0; BATCH * RECV_BUFFER],
+            metas: [RecvMeta::EMPTY; BATCH],
+            // Room for any answer from the start, so that the first answer to land in a slot
+            // (a sink answers one datagram in thousands) allocates nothing; pages never
+            // written stay unmapped.
+            answers: (0..BATCH)
+                .map(|_| Vec::with_capacity(RECV_BUFFER))
+                .collect(),
+            decided: Vec::with_capacity(BATCH),
+        })
+    }
+
+    fn run(mut self, common: &Common<'_>) -> Summary {
+        let _halt = HaltOnDrop(&common.halt);
+        let config = common.config;
         loop {
-            if stop.load(Ordering::Relaxed) {
+            if common.stop.load(Ordering::Relaxed) {
                 log::info!("stop requested");
                 break;
             }
-            if let Some(idle) = self.config.idle
-                && last_datagram.elapsed() >= idle
-            {
-                log::info!(
-                    "no datagram for {}: exiting",
-                    humantime::format_duration(idle)
-                );
+            if common.halt.load(Ordering::Relaxed) {
                 break;
             }
-            let meta = match self.socket.recv(&mut self.buf) {
-                Ok(meta) => meta,
+            if let Some(idle) = config.idle
+                && common.since_last_datagram() >= idle
+            {
+                // Only the first worker to notice says so.
+                if !common.halt.swap(true, Ordering::Relaxed) {
+                    log::info!(
+                        "no datagram for {}: exiting",
+                        humantime::format_duration(idle)
+                    );
+                }
+                break;
+            }
+            // `--once` takes exactly one datagram: a second one queued stays in the socket.
+            let received = if config.once {
+                self.socket.recv(&mut self.bufs[..RECV_BUFFER]).map(|meta| {
+                    self.metas[0] = meta;
+                    1
+                })
+            } else {
+                self.socket
+                    .recv_batch(&mut self.batch, &mut self.bufs, &mut self.metas)
+            };
+            let count = match received {
+                Ok(count) => count,
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -107,36 +299,218 @@ impl Server {
                     continue;
                 }
             };
+            if count == 0 {
+                continue;
+            }
             let now = Instant::now();
-            last_datagram = now;
-            let peer = canonical_peer(meta.peer);
-            let handled = self
-                .core
-                .handle(&self.buf[..meta.len], peer, now, &mut self.answer);
-            match handled.answer {
-                Answer::Send => {
-                    if let Err(e) = self.socket.send(&self.answer, meta.peer, meta.local) {
-                        self.core.send_failed();
-                        log::warn!("could not answer {peer}: {e}");
-                    }
-                }
-                Answer::OverBudget => log::debug!(
-                    "{peer}: answer of {} bytes dropped: over 3× what the source sent",
-                    self.answer.len()
-                ),
-                Answer::None => {}
-            }
-            if let Some(report) = self.core.take_rate_report(now) {
-                log::warn!("{report}");
-            }
-            log::debug!("{peer}: {}", handled.event);
-            if let Some(sink) = &mut self.sink {
-                sink.event(peer, &handled.event);
-            }
-            if self.config.once {
+            common.datagram_at(now);
+            self.serve(count, now, common);
+            if config.once {
                 break;
             }
         }
-        Ok(self.core.into_summary())
+        self.core.into_summary()
+    }
+
+    /// Decides, answers and shows the first `count` datagrams of the batch.
+    fn serve(&mut self, count: usize, now: Instant, common: &Common<'_>) {
+        let Worker {
+            index,
+            socket,
+            batch,
+            core,
+            shared,
+            bufs,
+            metas,
+            answers,
+            decided: spare,
+        } = self;
+        let mut decided = recycle(mem::take(spare));
+
+        // 1. Decide every datagram.
+        for (slot, (meta, datagram)) in metas[..count]
+            .iter()
+            .zip(bufs.chunks_exact(RECV_BUFFER))
+            .enumerate()
+        {
+            let Some(to) = meta.peer else {
+                log::debug!("a datagram came without a sender address: ignored");
+                continue;
+            };
+            let datagram = &datagram[..meta.len.min(RECV_BUFFER)];
+            // Every socket of the group got this broadcast or multicast datagram: the first
+            // worker to claim it answers and counts it, the others drop their copies unseen.
+            if meta.group
+                && common.workers > 1
+                && !lock(&shared.claims).claim(*index, to, datagram, now)
+            {
+                continue;
+            }
+            let peer = canonical_peer(to);
+            let Some(answer) = answers.get_mut(slot) else {
+                continue;
+            };
+            let handled = core.handle(datagram, peer, now, answer);
+            if handled.answer == Answer::OverBudget {
+                log::debug!(
+                    "{peer}: answer of {} bytes dropped: over 3× what the source sent",
+                    answer.len()
+                );
+            }
+            decided.push(Decided {
+                slot,
+                peer,
+                to,
+                local: meta.local,
+                handled,
+            });
+        }
+
+        // 2. Send every answer, in one call where the platform can.
+        let unsent = Outgoing {
+            datagram: &[],
+            peer: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            local: None,
+        };
+        let mut out = [unsent; BATCH];
+        let mut whose = [0_usize; BATCH];
+        let mut sending = 0;
+        for (at, d) in decided.iter().enumerate() {
+            if d.handled.answer == Answer::Send
+                && let (Some(slot), Some(answer)) = (out.get_mut(sending), answers.get(d.slot))
+            {
+                *slot = Outgoing {
+                    datagram: answer,
+                    peer: d.to,
+                    local: d.local,
+                };
+                whose[sending] = at;
+                sending += 1;
+            }
+        }
+        socket.send_batch(batch, &out[..sending], &mut |k, e| {
+            core.send_failed();
+            let peer = whose.get(k).and_then(|&at| decided.get(at)).map(|d| d.peer);
+            match peer {
+                Some(peer) => log::warn!("could not answer {peer}: {e}"),
+                None => log::warn!("could not send an answer: {e}"),
+            }
+        });
+        if let Some(report) = core.take_rate_report(now) {
+            log::warn!("{report}");
+        }
+
+        // 3. Show what happened.
+        let mut sink = common.sink.map(|sink| lock(sink));
+        for d in &decided {
+            log::debug!("{}: {}", d.peer, d.handled.event);
+            if let Some(sink) = &mut sink {
+                sink.event(d.peer, &d.handled.event);
+            }
+        }
+        drop(sink);
+        *spare = recycle(decided);
+    }
+}
+
+/// Empties `list` and gives its allocation back as a list of another lifetime, so that each
+/// batch's [`Decided`] list (which borrows that batch's buffers) reuses the first one's memory.
+/// The standard library collects a vector's `into_iter()` in place when the element type's
+/// size and alignment are the same, as they are here (only a lifetime differs), so this
+/// allocates nothing.
+// `filter` cannot change the element's lifetime, which is the point here.
+#[allow(clippy::unnecessary_filter_map)]
+fn recycle<'b>(mut list: Vec<Decided<'_>>) -> Vec<Decided<'b>> {
+    list.clear();
+    list.into_iter().filter_map(|_| None).collect()
+}
+
+/// Adds a worker's books to the server's. Every field is named, so that a new one cannot be
+/// forgotten. Peers are summed: `SO_REUSEPORT` keeps each peer (address and port) on one
+/// worker, so the sum is the number of distinct peers.
+fn add(total: &mut Summary, part: &Summary) {
+    let Summary {
+        received,
+        counted,
+        duplicates,
+        malformed,
+        rate_limited,
+        busy,
+        loops,
+        truncated,
+        peers,
+        lines_dropped,
+        amplification_dropped,
+        send_failures,
+        sink,
+    } = part;
+    total.received += received;
+    total.counted += counted;
+    total.duplicates += duplicates;
+    total.malformed += malformed;
+    total.rate_limited += rate_limited;
+    total.busy += busy;
+    total.loops += loops;
+    total.truncated += truncated;
+    total.peers += peers;
+    total.lines_dropped += lines_dropped;
+    total.amplification_dropped += amplification_dropped;
+    total.send_failures += send_failures;
+    if let Some(part) = sink {
+        let proto::probe::SinkReport {
+            datagrams,
+            bytes,
+            lost,
+            reordered,
+            duplicated,
+        } = part;
+        let sum = total.sink.get_or_insert_with(Default::default);
+        sum.datagrams += datagrams;
+        sum.bytes += bytes;
+        sum.lost += lost;
+        sum.reordered += reordered;
+        sum.duplicated += duplicated;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recycling_the_decided_list_keeps_its_allocation() {
+        let list: Vec<Decided<'static>> = Vec::with_capacity(BATCH);
+        let (at, capacity) = (list.as_ptr() as usize, list.capacity());
+        let recycled: Vec<Decided<'_>> = recycle(list);
+        assert_eq!(
+            (recycled.as_ptr() as usize, recycled.capacity()),
+            (at, capacity)
+        );
+    }
+
+    #[test]
+    fn the_books_of_workers_add_up() {
+        let part = Summary {
+            received: 3,
+            counted: 2,
+            loops: 1,
+            peers: 2,
+            send_failures: 1,
+            ..Summary::default()
+        };
+        let mut total = Summary::default();
+        add(&mut total, &part);
+        add(&mut total, &part);
+        assert_eq!(
+            total,
+            Summary {
+                received: 6,
+                counted: 4,
+                loops: 2,
+                peers: 4,
+                send_failures: 2,
+                ..Summary::default()
+            }
+        );
     }
 }

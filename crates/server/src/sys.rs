@@ -1,25 +1,97 @@
 //! The server's socket, with the platform-specific parts behind one small safe API.
 //!
+//! On Linux a [`ServerSocket`] receives up to [`BATCH`] datagrams with one `recvmmsg` and sends
+//! a batch's answers with one `sendmmsg` (nix's safe wrappers, on headers allocated once per
+//! socket). `recvmmsg` is called with `MSG_WAITFORONE`: it waits (up to the socket's
+//! `SO_RCVTIMEO`, set once at bind) for the first datagram only, then takes whatever else is
+//! already queued. Its own timeout argument is not used: the kernel checks it only after a
+//! datagram arrives, so it cannot bound a wait. Elsewhere the batch is one datagram
+//! (`recv_from`/`send_to`), and [`ServerSocket::recv`] takes exactly one datagram everywhere
+//! (`--once`).
+//!
 //! A server bound to a wildcard address (`0.0.0.0`, `[::]`) must answer *from* the address each
 //! request was sent to: a client that sent to 127.0.0.2, or to a host's second address, has a
 //! connected socket that drops an answer from any other address. On Linux, `IP_PKTINFO` /
 //! `IPV6_RECVPKTINFO` tell each receive which local address the datagram came to, and the same
-//! control message on the send chooses the source address. Elsewhere, and for sockets bound to
-//! one address (where the question does not arise), plain `recv_from`/`send_to` serve.
+//! control message on the send chooses the source address. For IPv4 the source of the answer is
+//! `ipi_spec_dst` (the local address the kernel would answer from), and the header's
+//! destination `ipi_addr` tells a broadcast or multicast datagram ([`RecvMeta::group`]) apart.
+//!
+//! Several sockets can share one address with `SO_REUSEPORT` ([`ServerSocket::bind_group`]),
+//! the kernel spreading peers across them by a hash of the 4-tuple.
+//!
+//! Why nix's `recvmmsg`/`sendmmsg` (with `MultiHeaders`, allocated once, so a call allocates
+//! nothing) rather than quinn-udp, the maintained batched UDP layer: quinn-udp is made for QUIC
+//! and its choices do not fit a general tool. It sends one `sendmsg` per datagram (GSO instead
+//! of `sendmmsg`); it calls `recvmmsg` without `MSG_WAITFORONE`, so it needs a non-blocking
+//! socket and a `poll` per batch (a third system call); it turns fragmentation off
+//! (`IP_PMTUDISC_PROBE`, DF), so an answer larger than the path MTU is refused; it enables GRO,
+//! coalescing datagrams we must see one by one; it swallows `EMSGSIZE`, so an answer would be
+//! lost without being counted; and it reports `ipi_addr`, the header's destination, as the
+//! local address, which for a broadcast cannot be a source. socket2 has no `recvmmsg`. nix has
+//! two quirks, handled below: one `sendmmsg` shares its control messages among all datagrams
+//! (answers are sent in runs with the same source address), and `recvmmsg` does not reset the
+//! headers' control-space length the kernel shrinks (headers are remade if that ever bites).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use proto::RECV_BUFFER;
+
+/// Datagrams taken by one receive, and answers sent by one send: 32 on Linux, where a batch of
+/// 32 already brings the system calls per datagram to a few hundredths under load, while its
+/// buffers (32 × [`RECV_BUFFER`], touched only as far as datagrams reach) stay small; 1
+/// elsewhere.
+#[cfg(target_os = "linux")]
+pub const BATCH: usize = 32;
+
+/// Datagrams taken by one receive: batching needs `recvmmsg`, which only Linux has here.
+#[cfg(not(target_os = "linux"))]
+pub const BATCH: usize = 1;
+
+/// The receive buffer each socket asks for: 2 MiB, which Linux caps at `net.core.rmem_max` and
+/// doubles for its bookkeeping. The default (about 208 KiB) holds fewer than a dozen 16 KiB
+/// datagrams, so a client with 32 of them in flight would lose some before the server is even
+/// scheduled; 4 MiB holds a full batch of the largest datagrams and thousands of small ones.
+/// It costs the kernel memory only while datagrams wait in it.
+pub const RECEIVE_BUFFER_BYTES: usize = 2 << 20;
+
 /// A received datagram: its length, sender, and the local address it was sent to (when the
 /// socket is bound to a wildcard address and the platform tells).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecvMeta {
-    /// Bytes received.
+    /// Bytes received. Receive buffers are [`RECV_BUFFER`] bytes, more than any UDP payload,
+    /// so this is always the datagram's real length.
     pub len: usize,
-    /// The sender.
+    /// The sender (`None` in the unexpected case that the system gave no address: the datagram
+    /// cannot be answered).
+    pub peer: Option<SocketAddr>,
+    /// The address to answer from.
+    pub local: Option<IpAddr>,
+    /// Whether the datagram was sent to a broadcast or multicast address, so that every socket
+    /// of a `SO_REUSEPORT` group received a copy of it.
+    pub group: bool,
+}
+
+impl RecvMeta {
+    /// No datagram.
+    pub const EMPTY: RecvMeta = RecvMeta {
+        len: 0,
+        peer: None,
+        local: None,
+        group: false,
+    };
+}
+
+/// One answer to send.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// The answer's bytes.
+    pub datagram: &'a [u8],
+    /// Whom to.
     pub peer: SocketAddr,
-    /// The address the datagram was sent to, to answer from.
+    /// The address to send from (see [`RecvMeta::local`]).
     pub local: Option<IpAddr>,
 }
 
@@ -28,14 +100,58 @@ pub struct ServerSocket {
     socket: UdpSocket,
     /// Whether receives report, and sends set, the local address (wildcard binds on Linux).
     pktinfo: bool,
+    /// Whether the bound address itself is a broadcast or multicast one, so that every datagram
+    /// reaches all sockets of a group.
+    group_bind: bool,
 }
 
+/// The headers a socket's batched receives and sends reuse. Made by [`ServerSocket::batch`]
+/// on the thread that uses it (the system's headers hold pointers, so it cannot move between
+/// threads).
+pub struct Batch(imp::Batch);
+
 impl ServerSocket {
-    /// Binds `addr`; for a wildcard address, asks for each datagram's local address.
-    pub fn bind(addr: SocketAddr) -> io::Result<ServerSocket> {
-        let socket = UdpSocket::bind(addr)?;
+    /// Binds `workers` sockets to `addr`; for a wildcard address, each asks for every
+    /// datagram's local address. The first is bound without `SO_REUSEPORT`, so that an
+    /// address another program holds fails here with "address in use" as a lone server's
+    /// would; only then is `SO_REUSEPORT` set on it and the others bound to the same address
+    /// (the port it got, for port 0) with it. Linux lets a bound socket join a reuseport group
+    /// this way: the group is made when the second socket binds.
+    pub fn bind_group(addr: SocketAddr, workers: usize) -> io::Result<Vec<ServerSocket>> {
+        let first = UdpSocket::bind(addr)?;
+        if workers <= 1 {
+            return Ok(vec![ServerSocket::from_std(first, addr)?]);
+        }
+        imp::set_reuse_port(&first)?;
+        let bound = first.local_addr()?;
+        let mut sockets = Vec::with_capacity(workers);
+        sockets.push(ServerSocket::from_std(first, addr)?);
+        for _ in 1..workers {
+            sockets.push(ServerSocket::from_std(imp::bind_reuse_port(bound)?, addr)?);
+        }
+        Ok(sockets)
+    }
+
+    fn from_std(socket: UdpSocket, addr: SocketAddr) -> io::Result<ServerSocket> {
+        if let Err(e) = imp::grow_receive_buffer(&socket) {
+            log::debug!("the receive buffer keeps the system's default size: {e}");
+        }
         let pktinfo = addr.ip().is_unspecified() && imp::enable_pktinfo(&socket, addr)?;
-        Ok(ServerSocket { socket, pktinfo })
+        let group_bind = match addr.ip() {
+            IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast(),
+            IpAddr::V6(v6) => v6.is_multicast(),
+        };
+        Ok(ServerSocket {
+            socket,
+            pktinfo,
+            group_bind,
+        })
+    }
+
+    /// The headers for [`recv_batch`](Self::recv_batch) and [`send_batch`](Self::send_batch).
+    pub fn batch(&self) -> io::Result<Batch> {
+        let v6 = self.socket.local_addr()?.is_ipv6();
+        Ok(Batch(imp::Batch::new(self.pktinfo, v6)))
     }
 
     /// The address really bound.
@@ -43,46 +159,124 @@ impl ServerSocket {
         self.socket.local_addr()
     }
 
-    /// Bounds the next receives' wait.
+    /// Bounds every later receive's wait (set once: it is a system call).
     pub fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
         self.socket.set_read_timeout(Some(timeout))
     }
 
-    /// Receives one datagram into `buf`.
+    /// Receives exactly one datagram into `buf`; another one queued stays in the socket.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
-        if self.pktinfo {
-            return imp::recv_with_local(&self.socket, buf);
-        }
-        let (len, peer) = self.socket.recv_from(buf)?;
-        Ok(RecvMeta {
-            len,
-            peer,
-            local: None,
-        })
+        let mut meta = if self.pktinfo {
+            imp::recv_with_local(&self.socket, buf)?
+        } else {
+            let (len, peer) = self.socket.recv_from(buf)?;
+            RecvMeta {
+                len,
+                peer: Some(peer),
+                ..RecvMeta::EMPTY
+            }
+        };
+        meta.group |= self.group_bind;
+        Ok(meta)
     }
 
-    /// Sends `datagram` to `peer`, from `local` when given (see [`RecvMeta::local`]).
-    pub fn send(&self, datagram: &[u8], peer: SocketAddr, local: Option<IpAddr>) -> io::Result<()> {
-        match local {
-            Some(local) if self.pktinfo => imp::send_from(&self.socket, datagram, peer, local),
-            _ => self.socket.send_to(datagram, peer).map(drop),
+    /// Receives up to `metas.len()` datagrams (at most [`BATCH`]), the `i`th into the `i`th
+    /// [`RECV_BUFFER`]-byte slot of `bufs`, waiting only for the first; returns how many.
+    pub fn recv_batch(
+        &self,
+        batch: &mut Batch,
+        bufs: &mut [u8],
+        metas: &mut [RecvMeta],
+    ) -> io::Result<usize> {
+        let n = imp::recv_batch(&self.socket, &mut batch.0, bufs, metas)?;
+        if self.group_bind {
+            for meta in &mut metas[..n] {
+                meta.group = true;
+            }
         }
+        Ok(n)
     }
+
+    /// Sends every answer in `out`, batched where the platform can; an answer the system
+    /// refuses is reported to `failed` with its index in `out`, and the rest still go.
+    pub fn send_batch(
+        &self,
+        batch: &mut Batch,
+        out: &[Outgoing<'_>],
+        failed: &mut dyn FnMut(usize, io::Error),
+    ) {
+        imp::send_batch(&self.socket, &mut batch.0, out, failed);
+    }
+}
+
+/// The slots of a batch's receive buffer.
+fn slots(bufs: &mut [u8]) -> std::slice::ChunksExactMut<'_, u8> {
+    bufs.chunks_exact_mut(RECV_BUFFER)
 }
 
 #[cfg(target_os = "linux")]
 mod imp {
     use std::io::{self, IoSlice, IoSliceMut};
-    use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
     use std::os::fd::AsRawFd;
 
     use nix::cmsg_space;
+    use nix::errno::Errno;
     use nix::sys::socket::{
-        ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, sendmsg,
-        setsockopt, sockopt,
+        ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg,
+        recvmsg, sendmmsg, setsockopt, sockopt,
     };
+    use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-    use super::RecvMeta;
+    use super::{BATCH, Outgoing, RECV_BUFFER, RecvMeta, slots};
+
+    /// The headers of `recvmmsg` and `sendmmsg`, allocated once per socket.
+    pub struct Batch {
+        recv: MultiHeaders<SockaddrStorage>,
+        send: MultiHeaders<SockaddrStorage>,
+        pktinfo: bool,
+        v6: bool,
+    }
+
+    impl Batch {
+        pub fn new(pktinfo: bool, v6: bool) -> Batch {
+            Batch {
+                recv: recv_headers(pktinfo),
+                // The send headers' control space is exactly one packet-info message of the
+                // socket's family: the kernel reads all of `msg_controllen`, so it must hold
+                // nothing else.
+                send: MultiHeaders::preallocate(
+                    BATCH,
+                    match (pktinfo, v6) {
+                        (false, _) => None,
+                        (true, false) => Some(cmsg_space!(libc::in_pktinfo)),
+                        (true, true) => Some(cmsg_space!(libc::in6_pktinfo)),
+                    },
+                ),
+                pktinfo,
+                v6,
+            }
+        }
+    }
+
+    fn recv_headers(pktinfo: bool) -> MultiHeaders<SockaddrStorage> {
+        MultiHeaders::preallocate(BATCH, pktinfo.then(|| cmsg_space!(libc::in6_pktinfo)))
+    }
+
+    pub fn set_reuse_port(socket: &UdpSocket) -> io::Result<()> {
+        SockRef::from(socket).set_reuse_port(true)
+    }
+
+    pub fn grow_receive_buffer(socket: &UdpSocket) -> io::Result<()> {
+        SockRef::from(socket).set_recv_buffer_size(super::RECEIVE_BUFFER_BYTES)
+    }
+
+    pub fn bind_reuse_port(addr: SocketAddr) -> io::Result<UdpSocket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&addr.into())?;
+        Ok(socket.into())
+    }
 
     pub fn enable_pktinfo(socket: &UdpSocket, addr: SocketAddr) -> io::Result<bool> {
         match addr {
@@ -102,75 +296,214 @@ mod imp {
             Some(&mut control),
             MsgFlags::empty(),
         )?;
-        let peer = message
-            .address
-            .and_then(|addr| to_socket_addr(&addr))
-            .ok_or_else(|| io::Error::other("a datagram arrived without a sender address"))?;
-        let mut local = None;
-        for cmsg in message.cmsgs()? {
-            match cmsg {
-                ControlMessageOwned::Ipv4PacketInfo(info) => {
-                    local = Some(IpAddr::from(
-                        u32::from_be(info.ipi_addr.s_addr).to_be_bytes(),
-                    ));
-                }
-                ControlMessageOwned::Ipv6PacketInfo(info) => {
-                    local = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
-                }
-                _ => {}
+        let mut meta = RecvMeta {
+            len: message.bytes,
+            peer: message.address.as_ref().and_then(to_socket_addr),
+            ..RecvMeta::EMPTY
+        };
+        if let Ok(cmsgs) = message.cmsgs() {
+            for cmsg in cmsgs {
+                read_pktinfo(&cmsg, &mut meta);
             }
         }
-        Ok(RecvMeta {
-            len: message.bytes,
-            peer,
-            local,
-        })
+        Ok(meta)
     }
 
-    pub fn send_from(
+    pub fn recv_batch(
         socket: &UdpSocket,
-        datagram: &[u8],
-        peer: SocketAddr,
-        local: IpAddr,
-    ) -> io::Result<()> {
-        let iov = [IoSlice::new(datagram)];
-        let to = SockaddrStorage::from(peer);
-        let sent = match local {
-            IpAddr::V4(v4) => {
-                let info = libc::in_pktinfo {
-                    ipi_ifindex: 0,
-                    ipi_spec_dst: libc::in_addr {
-                        s_addr: u32::from(v4).to_be(),
-                    },
-                    ipi_addr: libc::in_addr { s_addr: 0 },
+        batch: &mut Batch,
+        bufs: &mut [u8],
+        metas: &mut [RecvMeta],
+    ) -> io::Result<usize> {
+        let bufs_len = bufs.len();
+        let mut slots = slots(bufs);
+        let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
+            std::array::from_fn(|_| [IoSliceMut::new(slots.next().unwrap_or_default())]);
+        let count = metas.len().min(BATCH).min(bufs_len / RECV_BUFFER);
+        let mut lost_pktinfo = false;
+        let mut n = 0;
+        {
+            let results = recvmmsg(
+                socket.as_raw_fd(),
+                &mut batch.recv,
+                iovs[..count].iter_mut(),
+                MsgFlags::MSG_WAITFORONE,
+                None,
+            )?;
+            for (message, meta) in results.zip(metas.iter_mut()) {
+                *meta = RecvMeta {
+                    len: message.bytes,
+                    peer: message.address.as_ref().and_then(to_socket_addr),
+                    ..RecvMeta::EMPTY
                 };
-                let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
-                sendmsg(
-                    socket.as_raw_fd(),
-                    &iov,
-                    &cmsg,
-                    MsgFlags::empty(),
-                    Some(&to),
-                )
+                if batch.pktinfo {
+                    match message.cmsgs() {
+                        Ok(cmsgs) => {
+                            for cmsg in cmsgs {
+                                read_pktinfo(&cmsg, meta);
+                            }
+                        }
+                        Err(_) => lost_pktinfo = true,
+                    }
+                    lost_pktinfo |= meta.local.is_none();
+                }
+                n += 1;
             }
-            IpAddr::V6(v6) => {
-                let info = libc::in6_pktinfo {
-                    ipi6_addr: libc::in6_addr {
-                        s6_addr: v6.octets(),
-                    },
-                    ipi6_ifindex: 0,
+        }
+        // nix leaves each header's `msg_controllen` as the kernel set it (the length of the
+        // last message's control data), so a datagram that came without packet info would
+        // shrink its slot's control space to nothing for good. Fresh headers restore it; this
+        // never happens in steady state (every datagram to such a socket carries packet info).
+        if lost_pktinfo {
+            batch.recv = recv_headers(true);
+        }
+        Ok(n)
+    }
+
+    /// Reads the local address from a packet-info control message.
+    fn read_pktinfo(cmsg: &ControlMessageOwned, meta: &mut RecvMeta) {
+        match cmsg {
+            ControlMessageOwned::Ipv4PacketInfo(info) => {
+                let spec_dst = Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
+                let header_dst = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+                // For a unicast datagram the two are the same; for a broadcast or multicast
+                // one, `ipi_addr` is the group's address and `ipi_spec_dst` this host's
+                // address on that network, the one to answer from.
+                meta.group = header_dst != spec_dst
+                    || header_dst.is_broadcast()
+                    || header_dst.is_multicast();
+                meta.local = Some(IpAddr::V4(spec_dst));
+            }
+            ControlMessageOwned::Ipv6PacketInfo(info) => {
+                let dst = Ipv6Addr::from(info.ipi6_addr.s6_addr);
+                meta.group = match dst.to_ipv4_mapped() {
+                    Some(v4) => v4.is_broadcast() || v4.is_multicast(),
+                    None => dst.is_multicast(),
                 };
-                let cmsg = [ControlMessage::Ipv6PacketInfo(&info)];
-                sendmsg(
-                    socket.as_raw_fd(),
-                    &iov,
-                    &cmsg,
-                    MsgFlags::empty(),
-                    Some(&to),
-                )
+                // A group address cannot be a source: an unspecified one lets the kernel
+                // choose.
+                meta.local = Some(IpAddr::V6(if meta.group {
+                    Ipv6Addr::UNSPECIFIED
+                } else {
+                    dst
+                }));
             }
-        };
-        sent.map(drop).map_err(io::Error::from)
+            _ => {}
+        }
+    }
+
+    pub fn send_batch(
+        socket: &UdpSocket,
+        batch: &mut Batch,
+        out: &[Outgoing<'_>],
+        failed: &mut dyn FnMut(usize, io::Error),
+    ) {
+        let mut start = 0;
+        while start < out.len() {
+            // One sendmmsg shares its control message among all its datagrams, so a run of
+            // answers from the same local address goes in one call (on a socket bound to one
+            // address, all of them; on a wildcard one, nearly always all of them too).
+            let local = out[start].local;
+            let mut end = start + 1;
+            while end < out.len()
+                && end - start < BATCH
+                && (!batch.pktinfo || out[end].local == local)
+            {
+                end += 1;
+            }
+            let mut next = start;
+            while next < end {
+                match send_run(socket, batch, &out[next..end], local) {
+                    // The kernel stops at the first datagram it cannot send and says how many
+                    // went: the next call starts with that one and reports its error.
+                    Ok(sent) if sent > 0 => next += sent,
+                    Ok(_) => {
+                        failed(next, io::Error::other("the system sent nothing"));
+                        next += 1;
+                    }
+                    Err(Errno::EINTR) => {}
+                    Err(e) => {
+                        failed(next, io::Error::from(e));
+                        next += 1;
+                    }
+                }
+            }
+            start = end;
+        }
+    }
+
+    /// Sends `run` (at most [`BATCH`] answers, all from `local`) with one `sendmmsg`.
+    fn send_run(
+        socket: &UdpSocket,
+        batch: &mut Batch,
+        run: &[Outgoing<'_>],
+        local: Option<IpAddr>,
+    ) -> Result<usize, Errno> {
+        let iovs: [[IoSlice<'_>; 1]; BATCH] =
+            std::array::from_fn(|i| [IoSlice::new(run.get(i).map_or(&[][..], |o| o.datagram))]);
+        let addrs: [Option<SockaddrStorage>; BATCH] =
+            std::array::from_fn(|i| run.get(i).map(|o| SockaddrStorage::from(o.peer)));
+        let count = run.len().min(BATCH);
+        let fd = socket.as_raw_fd();
+        let flags = MsgFlags::empty();
+        if !batch.pktinfo {
+            let sent = sendmmsg(
+                fd,
+                &mut batch.send,
+                &iovs[..count],
+                &addrs[..count],
+                [],
+                flags,
+            )?;
+            return Ok(sent.count());
+        }
+        // An unspecified source (no packet info received) lets the kernel choose, as a plain
+        // send would.
+        if batch.v6 {
+            let v6 = match local {
+                Some(IpAddr::V6(v6)) => v6,
+                Some(IpAddr::V4(v4)) => v4.to_ipv6_mapped(),
+                None => Ipv6Addr::UNSPECIFIED,
+            };
+            let info = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: v6.octets(),
+                },
+                ipi6_ifindex: 0,
+            };
+            let cmsg = [ControlMessage::Ipv6PacketInfo(&info)];
+            let sent = sendmmsg(
+                fd,
+                &mut batch.send,
+                &iovs[..count],
+                &addrs[..count],
+                cmsg,
+                flags,
+            )?;
+            Ok(sent.count())
+        } else {
+            let v4 = match local {
+                Some(IpAddr::V4(v4)) => v4,
+                _ => Ipv4Addr::UNSPECIFIED,
+            };
+            let info = libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(v4).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
+            let sent = sendmmsg(
+                fd,
+                &mut batch.send,
+                &iovs[..count],
+                &addrs[..count],
+                cmsg,
+                flags,
+            )?;
+            Ok(sent.count())
+        }
     }
 
     fn to_socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
@@ -185,9 +518,38 @@ mod imp {
 #[cfg(not(target_os = "linux"))]
 mod imp {
     use std::io;
-    use std::net::{IpAddr, SocketAddr, UdpSocket};
+    use std::net::{SocketAddr, UdpSocket};
 
-    use super::RecvMeta;
+    use super::{Outgoing, RecvMeta, slots};
+
+    /// No batch state: one datagram at a time.
+    pub struct Batch;
+
+    impl Batch {
+        pub fn new(_: bool, _: bool) -> Batch {
+            Batch
+        }
+    }
+
+    fn unsupported() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            "several workers on one address need Linux's SO_REUSEPORT",
+        )
+    }
+
+    pub fn set_reuse_port(_: &UdpSocket) -> io::Result<()> {
+        Err(unsupported())
+    }
+
+    /// The system's default size serves; std cannot set another.
+    pub fn grow_receive_buffer(_: &UdpSocket) -> io::Result<()> {
+        Ok(())
+    }
+
+    pub fn bind_reuse_port(_: SocketAddr) -> io::Result<UdpSocket> {
+        Err(unsupported())
+    }
 
     pub fn enable_pktinfo(_: &UdpSocket, _: SocketAddr) -> io::Result<bool> {
         Ok(false)
@@ -197,17 +559,34 @@ mod imp {
         let (len, peer) = socket.recv_from(buf)?;
         Ok(RecvMeta {
             len,
-            peer,
-            local: None,
+            peer: Some(peer),
+            ..RecvMeta::EMPTY
         })
     }
 
-    pub fn send_from(
+    pub fn recv_batch(
         socket: &UdpSocket,
-        datagram: &[u8],
-        peer: SocketAddr,
-        _: IpAddr,
-    ) -> io::Result<()> {
-        socket.send_to(datagram, peer).map(drop)
+        _: &mut Batch,
+        bufs: &mut [u8],
+        metas: &mut [RecvMeta],
+    ) -> io::Result<usize> {
+        let (Some(buf), Some(meta)) = (slots(bufs).next(), metas.first_mut()) else {
+            return Ok(0);
+        };
+        *meta = recv_with_local(socket, buf)?;
+        Ok(1)
+    }
+
+    pub fn send_batch(
+        socket: &UdpSocket,
+        _: &mut Batch,
+        out: &[Outgoing<'_>],
+        failed: &mut dyn FnMut(usize, io::Error),
+    ) {
+        for (i, answer) in out.iter().enumerate() {
+            if let Err(e) = socket.send_to(answer.datagram, answer.peer) {
+                failed(i, e);
+            }
+        }
     }
 }

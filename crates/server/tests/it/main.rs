@@ -5,6 +5,7 @@
 
 mod binary;
 mod library;
+mod workers;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
