@@ -28,6 +28,9 @@ pub struct TutorialLines {
     out: LineQueue,
     /// One datagram's lines, reused.
     lines: String,
+    /// The last peer shown and its text: most datagrams come from the peer before, and
+    /// formatting an address costs more than the rest of a line.
+    peer: Option<(SocketAddr, String)>,
 }
 
 impl TutorialLines {
@@ -38,6 +41,7 @@ impl TutorialLines {
             buffer: config.buffer,
             out,
             lines: String::new(),
+            peer: None,
         }
     }
 
@@ -45,6 +49,16 @@ impl TutorialLines {
     pub fn format(&mut self, peer: SocketAddr, event: &Event<'_>) -> &str {
         let lines = &mut self.lines;
         lines.clear();
+        let (_, peer) = match &mut self.peer {
+            Some(last) if last.0 == peer => last,
+            slot => {
+                let last = slot.get_or_insert_with(|| (peer, String::new()));
+                last.0 = peer;
+                last.1.clear();
+                let _ = write!(last.1, "{peer}");
+                last
+            }
+        };
         // Writing into a String cannot fail.
         match event {
             Event::RateLimited => return "",
@@ -54,10 +68,15 @@ impl TutorialLines {
                 len,
             } => {
                 if self.mode == Mode::Count {
-                    let _ = writeln!(lines, "New access.(access count: {access})");
+                    lines.push_str("New access.(access count: ");
+                    lines.push_str(itoa::Buffer::new().format(*access));
+                    lines.push_str(")\n");
                 }
-                let _ = writeln!(lines, "Message received from {peer}.");
-                let _ = writeln!(lines, "The message is [ {} ].", Printable(message));
+                lines.push_str("Message received from ");
+                lines.push_str(peer);
+                lines.push_str(".\nThe message is [ ");
+                let _ = write!(lines, "{}", Printable(message));
+                lines.push_str(" ].\n");
                 if *len > message.len() {
                     let _ = writeln!(lines, "truncated: {len} bytes, buffer {}", self.buffer);
                 }

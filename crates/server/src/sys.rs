@@ -108,7 +108,15 @@ pub struct ServerSocket {
 /// The headers a socket's batched receives and sends reuse. Made by [`ServerSocket::batch`]
 /// on the thread that uses it (the system's headers hold pointers, so it cannot move between
 /// threads).
-pub struct Batch(imp::Batch);
+pub struct Batch {
+    headers: imp::Batch,
+    /// Receives left in one-at-a-time mode before the next batched receive looks for a
+    /// backlog; `None` in batched mode. See [`ServerSocket::recv_batch`].
+    single: Option<u8>,
+}
+
+/// In one-at-a-time mode, every this many receives one is batched, to notice a backlog.
+const SINGLE_RUN: u8 = 16;
 
 impl ServerSocket {
     /// Binds `workers` sockets to `addr`; for a wildcard address, each asks for every
@@ -151,7 +159,10 @@ impl ServerSocket {
     /// The headers for [`recv_batch`](Self::recv_batch) and [`send_batch`](Self::send_batch).
     pub fn batch(&self) -> io::Result<Batch> {
         let v6 = self.socket.local_addr()?.is_ipv6();
-        Ok(Batch(imp::Batch::new(self.pktinfo, v6)))
+        Ok(Batch {
+            headers: imp::Batch::new(self.pktinfo, v6),
+            single: None,
+        })
     }
 
     /// The address really bound.
@@ -182,13 +193,36 @@ impl ServerSocket {
 
     /// Receives up to `metas.len()` datagrams (at most [`BATCH`]), the `i`th into the `i`th
     /// [`RECV_BUFFER`]-byte slot of `bufs`, waiting only for the first; returns how many.
+    ///
+    /// When a batched receive brings a single datagram, the load is one request at a time
+    /// (ping-pong), where `recvmmsg` only costs more than `recvfrom` (it copies a header per
+    /// slot and tries a second datagram before it returns): the next receives take one
+    /// datagram with `recvfrom`, and every [`SINGLE_RUN`]th is batched again to notice a
+    /// backlog, which brings back batches as soon as one forms. On wildcard binds (which need
+    /// the packet-info control message) every receive is batched.
     pub fn recv_batch(
         &self,
         batch: &mut Batch,
         bufs: &mut [u8],
         metas: &mut [RecvMeta],
     ) -> io::Result<usize> {
-        let n = imp::recv_batch(&self.socket, &mut batch.0, bufs, metas)?;
+        if let Some(left) = batch.single
+            && left > 0
+            && !self.pktinfo
+            && let (Some(buf), Some(meta)) = (bufs.get_mut(..RECV_BUFFER), metas.first_mut())
+        {
+            batch.single = Some(left - 1);
+            let (len, peer) = self.socket.recv_from(buf)?;
+            *meta = RecvMeta {
+                len,
+                peer: Some(peer),
+                group: self.group_bind,
+                ..RecvMeta::EMPTY
+            };
+            return Ok(1);
+        }
+        let n = imp::recv_batch(&self.socket, &mut batch.headers, bufs, metas)?;
+        batch.single = (n == 1 && BATCH > 1).then_some(SINGLE_RUN - 1);
         if self.group_bind {
             for meta in &mut metas[..n] {
                 meta.group = true;
@@ -205,7 +239,21 @@ impl ServerSocket {
         out: &[Outgoing<'_>],
         failed: &mut dyn FnMut(usize, io::Error),
     ) {
-        imp::send_batch(&self.socket, &mut batch.0, out, failed);
+        // One answer from a socket that needs no control message: `sendto` costs less than
+        // a `sendmmsg` of one.
+        if let [one] = out
+            && (!self.pktinfo || one.local.is_none())
+        {
+            loop {
+                match self.socket.send_to(one.datagram, one.peer) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break failed(0, e),
+                    Ok(_) => break,
+                }
+            }
+            return;
+        }
+        imp::send_batch(&self.socket, &mut batch.headers, out, failed);
     }
 }
 
