@@ -523,12 +523,22 @@ impl std::fmt::Display for BenchResult {
         if let Some(interruption) = self.interrupted {
             writeln!(f, "stopped early: {interruption}")?;
         }
-        writeln!(
-            f,
-            "sent {}, received {}, lost {}, late {}, duplicated {}, reordered {}",
-            tally.sent, tally.received, tally.lost, tally.late, tally.duplicated, tally.reordered
-        )?;
-        writeln!(f, "replies/s {:.1}", self.replies_per_s())?;
+        if self.sink.is_some() && tally.received == 0 {
+            // A sink answers nothing: what counts is what it says arrived, below.
+            writeln!(f, "sent {}, no replies (a sink answers none)", tally.sent)?;
+        } else {
+            writeln!(
+                f,
+                "sent {}, received {}, lost {}, late {}, duplicated {}, reordered {}",
+                tally.sent,
+                tally.received,
+                tally.lost,
+                tally.late,
+                tally.duplicated,
+                tally.reordered
+            )?;
+            writeln!(f, "replies/s {:.1}", self.replies_per_s())?;
+        }
         let rtts = self.window.rtts();
         let us = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e6);
         if !rtts.is_empty() {
@@ -555,7 +565,19 @@ impl std::fmt::Display for BenchResult {
             writeln!(f, "highest access count {access}")?;
         }
         match (self.sink_asked, self.sink) {
-            (_, Some(sink)) => writeln!(f, "sink report: {sink}")?,
+            (_, Some(sink)) => {
+                // The sink counts from the first datagram it got, the warm-up's included.
+                let sent = tally.sent + self.warmup.sent;
+                writeln!(
+                    f,
+                    "sink report: {sink} (of {sent} sent, warm-up included: {:.2}% lost)",
+                    if sent == 0 {
+                        0.0
+                    } else {
+                        100.0 * sent.saturating_sub(sink.datagrams) as f64 / sent as f64
+                    }
+                )?;
+            }
             (true, None) => writeln!(
                 f,
                 "no reply and no sink report within {}: is the server a udptalk sink, and running?",
