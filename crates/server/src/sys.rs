@@ -492,18 +492,19 @@ mod imp {
         let addrs: [Option<SockaddrStorage>; BATCH] =
             std::array::from_fn(|i| run.get(i).map(|o| SockaddrStorage::from(o.peer)));
         let count = run.len().min(BATCH);
-        let fd = socket.as_raw_fd();
-        let flags = MsgFlags::empty();
-        if !batch.pktinfo {
-            let sent = sendmmsg(
-                fd,
+        let mut send = |cmsg: &[ControlMessage<'_>]| {
+            sendmmsg(
+                socket.as_raw_fd(),
                 &mut batch.send,
                 &iovs[..count],
                 &addrs[..count],
-                [],
-                flags,
-            )?;
-            return Ok(sent.count());
+                cmsg,
+                MsgFlags::empty(),
+            )
+            .map(|sent| sent.count())
+        };
+        if !batch.pktinfo {
+            return send(&[]);
         }
         // An unspecified source (no packet info received) lets the kernel choose, as a plain
         // send would.
@@ -519,16 +520,7 @@ mod imp {
                 },
                 ipi6_ifindex: 0,
             };
-            let cmsg = [ControlMessage::Ipv6PacketInfo(&info)];
-            let sent = sendmmsg(
-                fd,
-                &mut batch.send,
-                &iovs[..count],
-                &addrs[..count],
-                cmsg,
-                flags,
-            )?;
-            Ok(sent.count())
+            send(&[ControlMessage::Ipv6PacketInfo(&info)])
         } else {
             let v4 = match local {
                 Some(IpAddr::V4(v4)) => v4,
@@ -541,16 +533,7 @@ mod imp {
                 },
                 ipi_addr: libc::in_addr { s_addr: 0 },
             };
-            let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
-            let sent = sendmmsg(
-                fd,
-                &mut batch.send,
-                &iovs[..count],
-                &addrs[..count],
-                cmsg,
-                flags,
-            )?;
-            Ok(sent.count())
+            send(&[ControlMessage::Ipv4PacketInfo(&info)])
         }
     }
 
