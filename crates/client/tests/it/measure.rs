@@ -72,6 +72,23 @@ fn json_output(stdout: &[u8]) -> Result<serde_json::Value> {
     Ok(serde_json::from_slice(stdout)?)
 }
 
+/// Runs `bench --server SERVER ARGS --output json`, checks that it exits `code`, and returns
+/// its result object.
+fn bench_json(server: SocketAddr, args: &[&str], code: i32) -> Result<serde_json::Value> {
+    let server = server.to_string();
+    let mut all = vec!["bench", "--server", &server];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--output", "json"]);
+    let out = client(&all, None)?;
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{args:?}: {}",
+        text(&out.stderr)
+    );
+    json_output(&out.stdout)
+}
+
 fn number(value: &serde_json::Value, key: &str) -> Result<u64> {
     Ok(value[key].as_u64().ok_or(format!("no {key} in {value}"))?)
 }
@@ -310,11 +327,9 @@ fn bench_json_output_keeps_its_books() -> Result {
 #[test]
 fn bench_counts_and_warmup_are_kept_apart() -> Result {
     let peer = server(Mode::Count)?;
-    let out = client(
+    let v = bench_json(
+        peer.addr,
         &[
-            "bench",
-            "--server",
-            &peer.addr.to_string(),
             "--count",
             "50",
             "--duration",
@@ -323,13 +338,9 @@ fn bench_counts_and_warmup_are_kept_apart() -> Result {
             "100ms",
             "--window",
             "4",
-            "--output",
-            "json",
         ],
-        None,
+        0,
     )?;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let v = json_output(&out.stdout)?;
     assert_eq!(number(&v, "sent")?, 50);
     // The count server counted the warm-up too: the harness check says so.
     assert_eq!(
@@ -347,11 +358,9 @@ fn bench_counts_and_warmup_are_kept_apart() -> Result {
 fn bench_against_a_silent_peer_loses_everything_and_exits_3() -> Result {
     let peer = peer("127.0.0.1", |_, _, _| Ok(()))?;
     let started = Instant::now();
-    let out = client(
+    let v = bench_json(
+        peer.addr,
         &[
-            "bench",
-            "--server",
-            &peer.addr.to_string(),
             "--duration",
             "300ms",
             "--timeout",
@@ -360,13 +369,9 @@ fn bench_against_a_silent_peer_loses_everything_and_exits_3() -> Result {
             "4",
             "--warmup",
             "0",
-            "--output",
-            "json",
         ],
-        None,
+        3,
     )?;
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    let v = json_output(&out.stdout)?;
     let sent = number(&v, "sent")?;
     assert!(sent >= 4);
     assert_eq!((number(&v, "received")?, number(&v, "lost")?), (0, sent));
@@ -381,24 +386,18 @@ fn bench_against_a_silent_peer_loses_everything_and_exits_3() -> Result {
 #[test]
 fn bench_payload_hex_sends_those_bytes_and_matches_in_order() -> Result {
     let peer = peer("127.0.0.1", |s, from, got| s.send_to(got, from).map(drop))?;
-    let out = client(
+    let v = bench_json(
+        peer.addr,
         &[
-            "bench",
-            "--server",
-            &peer.addr.to_string(),
             "--payload-hex",
             "000000000000000100030000000e",
             "--count",
             "20",
             "--warmup",
             "0",
-            "--output",
-            "json",
         ],
-        None,
+        0,
     )?;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let v = json_output(&out.stdout)?;
     assert_eq!((number(&v, "received")?, number(&v, "size")?), (20, 14));
     let expected = [0, 0, 0, 0, 0, 0, 0, 1, 0, 3, 0, 0, 0, 0x0e];
     assert!(peer.received()?.iter().all(|d| d == &expected));
@@ -433,11 +432,9 @@ fn bench_refuses_bad_hex_and_conflicting_flags_with_exit_2() -> Result {
 #[test]
 fn open_loop_against_a_sink_asks_for_its_report() -> Result {
     let peer = sink()?;
-    let out = client(
+    let v = bench_json(
+        peer.addr,
         &[
-            "bench",
-            "--server",
-            &peer.addr.to_string(),
             "--rate",
             "200/s",
             "--duration",
@@ -446,13 +443,9 @@ fn open_loop_against_a_sink_asks_for_its_report() -> Result {
             "0",
             "--timeout",
             "100ms",
-            "--output",
-            "json",
         ],
-        None,
+        0,
     )?;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let v = json_output(&out.stdout)?;
     assert_eq!(v["mode"], "open");
     let sent = number(&v, "sent")?;
     // 200/s for 0.3 s: about 60, counted with a wide margin.
@@ -467,11 +460,9 @@ fn open_loop_against_a_sink_asks_for_its_report() -> Result {
 #[test]
 fn open_loop_against_an_echo_server_measures_replies_and_jitter() -> Result {
     let peer = server(Mode::Echo)?;
-    let out = client(
+    let v = bench_json(
+        peer.addr,
         &[
-            "bench",
-            "--server",
-            &peer.addr.to_string(),
             "--rate",
             "500",
             "--jitter",
@@ -480,13 +471,9 @@ fn open_loop_against_an_echo_server_measures_replies_and_jitter() -> Result {
             "300ms",
             "--warmup",
             "0",
-            "--output",
-            "json",
         ],
-        None,
+        0,
     )?;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let v = json_output(&out.stdout)?;
     let (sent, received) = (number(&v, "sent")?, number(&v, "received")?);
     assert!(
         received > 0 && sent == received + number(&v, "lost")?,
