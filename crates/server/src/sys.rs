@@ -9,6 +9,14 @@
 //! (`recv_from`/`send_to`), and [`ServerSocket::recv`] takes exactly one datagram everywhere
 //! (`--once`).
 //!
+//! Why nix's wrappers and not quinn-udp's: measured as bare echo loops (server pinned to one
+//! core, 32 requests of 14 bytes in flight from the other, 5 interleaved rounds), server CPU per
+//! reply was 3.35 µs with `std`'s `recv_from`/`send_to`, 3.24 µs with nix's
+//! `recvmmsg`/`sendmmsg` and 3.62 µs with quinn-udp, which has no `MSG_WAITFORONE` (so a poll per
+//! batch) and sends one `sendmsg` per datagram. quinn-udp also makes choices that suit QUIC, not
+//! a general tool: it forbids fragmentation (`IP_PMTUDISC_PROBE`), enables GRO, swallows
+//! `EMSGSIZE` and reports `ipi_addr` as the local address. socket2 has no `recvmmsg`.
+//!
 //! A server bound to a wildcard address (`0.0.0.0`, `[::]`) must answer *from* the address each
 //! request was sent to: a client that sent to 127.0.0.2, or to a host's second address, has a
 //! connected socket that drops an answer from any other address. On Linux, `IP_PKTINFO` /
