@@ -33,7 +33,6 @@ mod lossy;
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::Bins;
@@ -436,21 +435,17 @@ fn socket_stats(port: u16) -> Result<SocketStats, String> {
 /// Waits until the socket on `port` has nothing left to read (the server has received every
 /// datagram the kernel kept), at most `timeout`; returns its stats then.
 fn wait_drained(port: u16, timeout: Duration) -> Result<SocketStats, String> {
-    let deadline = Instant::now() + timeout;
-    loop {
+    peers::wait_for(timeout, || {
         let stats = socket_stats(port)?;
         if stats.rx_queue == 0 {
             return Ok(stats);
         }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "the server left {} bytes unread on port {port} for {:.1}s",
-                stats.rx_queue,
-                timeout.as_secs_f64()
-            ));
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
+        Err(format!(
+            "the server left {} bytes unread on port {port} for {:.1}s",
+            stats.rx_queue,
+            timeout.as_secs_f64()
+        ))
+    })
 }
 
 /// The process's peak resident set (`VmHWM` in `/proc/PID/status`), in KiB.

@@ -578,6 +578,22 @@ pub fn start_socat_echo(socat: &Path, ip: IpAddr) -> Result<(Proc, SocketAddr, S
     }
 }
 
+/// Calls `check` every 10 ms until it gives `Ok`, at most `timeout`; then gives its last
+/// `Err`, which says what was still not so.
+pub fn wait_for<T>(
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(done) => return Ok(done),
+            Err(not_yet) if Instant::now() >= deadline => return Err(not_yet),
+            Err(_) => thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
 /// The local ports of the UDP sockets (IPv4 and IPv6) that process `pid` holds: its
 /// `/proc/PID/fd/*` links `socket:[INODE]` matched against the inode column of
 /// `/proc/net/udp{,6}`.

@@ -283,20 +283,14 @@ fn start_server(kit: &Kit, row: &Row) -> Result<Running, String> {
                 shown: spawned.shown,
             };
             // sockperf announces nothing parsable: wait until its socket is bound.
-            let deadline = Instant::now() + READY_TIMEOUT;
-            while !peers::udp_ports_of(running.pid())
-                .unwrap_or_default()
-                .contains(&port)
-            {
-                if Instant::now() >= deadline {
-                    return Err(format!(
-                        "`{}` did not bind port {port} within {}s",
-                        running.shown,
-                        READY_TIMEOUT.as_secs()
-                    ));
-                }
-                thread::sleep(Duration::from_millis(10));
-            }
+            peers::wait_for(READY_TIMEOUT, || match peers::udp_ports_of(running.pid()) {
+                Ok(ports) if ports.contains(&port) => Ok(()),
+                _ => Err(format!(
+                    "`{}` did not bind port {port} within {}s",
+                    running.shown,
+                    READY_TIMEOUT.as_secs()
+                )),
+            })?;
             Ok(running)
         }
     }
