@@ -411,7 +411,8 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
             .filter(|d| !d.is_zero() && *d <= MAX_DURATION)
             .ok_or_else(|| format!("{text} seconds is out of range; write e.g. 1 or 0.2")),
         Ok(_) => Err(format!(
-            "{text} is not a time between probes; write a positive number of seconds (0.2) or a              duration (200ms)"
+            "{text} is not a time between probes; write a positive number of seconds (0.2) or \
+             a duration (200ms)"
         )),
         Err(_) => parse_duration(text),
     }
@@ -423,7 +424,8 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     match number.trim().parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= 1e7 => Ok(rate),
         _ => Err(format!(
-            "{text} is not a rate; write requests per second between 0 and 10000000, e.g.              1000/s"
+            "{text} is not a rate; write requests per second, more than 0 and at most \
+             10000000, e.g. 1000/s"
         )),
     }
 }
@@ -480,6 +482,24 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_of_intervals_and_rates_read_as_one_sentence() {
+        for refused in [parse_interval("0"), parse_interval("-1")] {
+            let message = refused.err().unwrap_or_default();
+            assert!(
+                message.contains("200ms") && !message.contains("  "),
+                "{message}"
+            );
+        }
+        for text in ["0", "-5", "20000000/s", "fast"] {
+            let message = parse_rate(text).err().unwrap_or_default();
+            assert!(
+                message.contains("1000/s") && !message.contains("  "),
+                "{message}"
+            );
+        }
+    }
 
     #[test]
     fn hex_payloads_are_read_or_refused_with_the_reason() {
