@@ -288,6 +288,9 @@ pub enum EnvelopeView<'a> {
 impl<'a> EnvelopeView<'a> {
     /// Decodes `datagram` as [`Envelope::decode`] does, borrowing the texts. Never panics.
     pub fn decode(datagram: &'a [u8], limit: usize) -> Result<EnvelopeView<'a>, Rejection> {
+        if let Some(view) = decode_valid(datagram, limit) {
+            return Ok(view);
+        }
         match parse_members(datagram) {
             Some(members) => validate(&members, datagram.len(), limit),
             None => slow_path(datagram, limit, |_| true).unwrap_or_else(|| {
@@ -437,6 +440,9 @@ pub fn classify_view(datagram: &[u8], limit: usize) -> DatagramView<'_> {
     if datagram.trim_ascii_start().first() != Some(&b'{') {
         return DatagramView::Plain;
     }
+    if let Some(view) = decode_valid(datagram, limit) {
+        return DatagramView::Envelope(Ok(view));
+    }
     match parse_members(datagram) {
         Some(members) if members.v.is_some() => {
             DatagramView::Envelope(validate(&members, datagram.len(), limit))
@@ -451,19 +457,93 @@ pub fn classify_view(datagram: &[u8], limit: usize) -> DatagramView<'_> {
     }
 }
 
-/// The members of an envelope attempt the protocol reads, each as its raw JSON text, borrowed
-/// from the datagram (`null` included, so that a null `id` is told from a missing one). Other
-/// members are skipped without being kept; a member given twice counts by its last value, as
-/// in a JSON object read into a map.
-#[derive(Debug, Default)]
-struct Members<'a> {
-    v: Option<&'a RawValue>,
-    id: Option<&'a RawValue>,
-    kind: Option<&'a RawValue>,
-    body: Option<&'a RawValue>,
-    code: Option<&'a RawValue>,
-    message: Option<&'a RawValue>,
-    ack: Option<&'a RawValue>,
+/// The members of an envelope attempt the protocol reads, each as a `T`: its raw JSON text
+/// (`&RawValue`, borrowed from the datagram, `null` included, so that a null `id` is told from
+/// a missing one), or a [`Scalar`] read in the same pass. Other members are skipped without
+/// being kept; a member given twice counts by its last value, as in a JSON object read into a
+/// map.
+#[derive(Debug)]
+struct Members<T> {
+    v: Option<T>,
+    id: Option<T>,
+    kind: Option<T>,
+    body: Option<T>,
+    code: Option<T>,
+    message: Option<T>,
+    ack: Option<T>,
+}
+
+impl<T> Default for Members<T> {
+    fn default() -> Members<T> {
+        Members {
+            v: None,
+            id: None,
+            kind: None,
+            body: None,
+            code: None,
+            message: None,
+            ack: None,
+        }
+    }
+}
+
+/// A member's value as far as a valid envelope needs it, read without keeping its text: what
+/// [`decode_valid`] reads, in one pass over the datagram.
+#[derive(Debug)]
+enum Scalar<'a> {
+    /// An unsigned integer (as `u64` reads one: `-0` too, not `1.0`).
+    Uint(u64),
+    /// A string, borrowed when it has no escapes.
+    Text(Cow<'a, str>),
+    /// `null`.
+    Null,
+    /// Anything else: a negative or fractional number, a boolean, an array or an object.
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Scalar<'de>, D::Error> {
+        struct Values;
+        impl<'de> Visitor<'de> for Values {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Uint(n))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Scalar<'de>, E> {
+                Ok(u64::try_from(n).map_or(Scalar::Other, Scalar::Uint))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Text(Cow::Borrowed(text)))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Text(Cow::Owned(text.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Text(Cow::Owned(text)))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Null)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'de>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+        }
+        deserializer.deserialize_any(Values)
+    }
 }
 
 /// The names of [`Members`], read from a key without keeping it.
@@ -503,15 +583,15 @@ impl<'de> Deserialize<'de> for Member {
     }
 }
 
-impl<'de> Deserialize<'de> for Members<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Members<'de>, D::Error> {
-        struct Object;
-        impl<'de> Visitor<'de> for Object {
-            type Value = Members<'de>;
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Members<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Members<T>, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Object<T> {
+            type Value = Members<T>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<T>, A::Error> {
                 let mut members = Members::default();
                 while let Some(name) = map.next_key::<Member>()? {
                     let slot = match name {
@@ -532,7 +612,7 @@ impl<'de> Deserialize<'de> for Members<'de> {
                 Ok(members)
             }
         }
-        deserializer.deserialize_map(Object)
+        deserializer.deserialize_map(Object(std::marker::PhantomData))
     }
 }
 
@@ -542,12 +622,68 @@ struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// The members of `datagram`, or `None` when it is not UTF-8, not JSON or not an object (then
 /// [`slow_path`] says which).
-fn parse_members(datagram: &[u8]) -> Option<Members<'_>> {
+fn parse_members<'a, T: Deserialize<'a>>(datagram: &'a [u8]) -> Option<Members<T>> {
     if datagram.trim_ascii_start().first() != Some(&b'{') {
         return None;
     }
     let text = std::str::from_utf8(datagram).ok()?;
     serde_json::from_str(text).ok()
+}
+
+/// A valid envelope, read in one pass over the datagram, or `None` for anything else: not
+/// UTF-8, not a JSON object, too long, or refused for any reason. Then [`parse_members`] and
+/// [`validate`] read it again, to say exactly what is wrong (refusals quote the raw values, so
+/// they need the members' text, which this pass does not keep). Decides as [`validate`] does
+/// on every datagram it accepts (a property test compares the two).
+fn decode_valid(datagram: &[u8], limit: usize) -> Option<EnvelopeView<'_>> {
+    if datagram.len() > limit {
+        return None;
+    }
+    let mut members: Members<Scalar<'_>> = parse_members(datagram)?;
+    if !matches!(members.v, Some(Scalar::Uint(ENVELOPE_VERSION))) {
+        return None;
+    }
+    let id = |member: &Option<Scalar<'_>>| match member {
+        Some(Scalar::Uint(n)) => Id::new(*n),
+        _ => None,
+    };
+    fn text<'a>(member: &mut Option<Scalar<'a>>) -> Option<Cow<'a, str>> {
+        match member.take() {
+            Some(Scalar::Text(text)) => Some(text),
+            _ => None,
+        }
+    }
+    let view = match text(&mut members.kind)?.as_ref() {
+        "request" => {
+            let request = id(&members.id)?;
+            let ack = match members.ack {
+                None | Some(Scalar::Null) => None,
+                Some(_) => Some(id(&members.ack)?),
+            };
+            if ack.is_some_and(|ack| request.precedes(ack)) {
+                return None;
+            }
+            EnvelopeView::Request {
+                id: request,
+                body: text(&mut members.body)?,
+                ack,
+            }
+        }
+        "reply" => EnvelopeView::Reply {
+            id: id(&members.id)?,
+            body: text(&mut members.body)?,
+        },
+        "error" => EnvelopeView::Error {
+            id: match members.id {
+                None | Some(Scalar::Null) => None,
+                Some(_) => Some(id(&members.id)?),
+            },
+            code: text(&mut members.code)?,
+            message: text(&mut members.message)?,
+        },
+        _ => return None,
+    };
+    Some(view)
 }
 
 /// The rare datagrams [`parse_members`] could not read, through a full JSON tree: the rejection
@@ -566,7 +702,7 @@ fn slow_path(
             }
             // The object's own text, written again, reads: decode that.
             let text = Value::Object(object).to_string();
-            let members: Members<'_> = serde_json::from_str(&text).ok()?;
+            let members: Members<&RawValue> = serde_json::from_str(&text).ok()?;
             Some(validate(&members, datagram.len(), limit).map(EnvelopeView::into_static))
         }
         Err(error) => {
@@ -838,7 +974,7 @@ fn string_member<'a>(
 /// Checks a parsed attempt, in the order that gives the most useful answer: the id first (so even
 /// a refusal can name it), then size, version, kind and the kind's members.
 fn validate<'a>(
-    object: &Members<'a>,
+    object: &Members<&'a RawValue>,
     len: usize,
     limit: usize,
 ) -> Result<EnvelopeView<'a>, Rejection> {
@@ -899,6 +1035,78 @@ fn validate<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Values that sit on the edges of what each member accepts.
+    const VALUES: [&str; 22] = [
+        "1", "0", "-0", "-1", "1.0", "1e0", "2", "9007199254740991", "9007199254740992",
+        "18446744073709551616", "1e400", "\"1\"", "null", "true", "[1,{}]", "{\"v\":1}",
+        "\"request\"", "\"reply\"", "\"error\"", "\"a\\u00e9\\\"\"", "\"x\"", "\"\"",
+    ];
+    const NAMES: [&str; 9] = ["v", "id", "kind", "body", "code", "message", "ack", "other", "ID"];
+
+    /// A valid envelope's members (or none), then a few members of any name and value, which
+    /// may replace them (the last of a name counts).
+    fn object() -> impl Strategy<Value = String> {
+        let start = prop_oneof![
+            Just(r#""v":1,"id":7,"kind":"request","body":"x","ack":7"#),
+            Just(r#""v":1,"id":7,"kind":"reply","body":"x""#),
+            Just(r#""v":1,"id":null,"kind":"error","code":"busy","message":"m""#),
+            Just(""),
+        ];
+        let member = (0..NAMES.len(), 0..VALUES.len());
+        (start, proptest::collection::vec(member, 0..5)).prop_map(|(start, members)| {
+            let mut members: Vec<String> = members
+                .into_iter()
+                .map(|(name, value)| format!("\"{}\": {}", NAMES[name], VALUES[value]))
+                .collect();
+            if !start.is_empty() {
+                members.insert(0, start.to_owned());
+            }
+            format!(" {{{}}} ", members.join(","))
+        })
+    }
+
+    proptest! {
+        /// The one-pass decoder accepts only what the two-pass one accepts, and reads it the
+        /// same; what it passes on, the two-pass decoder reads alone.
+        #[test]
+        fn one_pass_decoding_agrees_with_validation(text in object(), limit in 40..200_usize) {
+            let datagram = text.as_bytes();
+            let two_pass = parse_members(datagram)
+                .map(|members| validate(&members, datagram.len(), limit));
+            if let Some(view) = decode_valid(datagram, limit) {
+                prop_assert_eq!(two_pass, Some(Ok(view)));
+            }
+        }
+
+        #[test]
+        fn one_pass_decoding_never_accepts_what_validation_refuses(
+            bytes in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let two_pass = parse_members(&bytes).map(|members| validate(&members, bytes.len(), 64));
+            if let Some(view) = decode_valid(&bytes, 64) {
+                prop_assert_eq!(two_pass, Some(Ok(view)));
+            }
+        }
+    }
+
+    #[test]
+    fn one_pass_decoding_reads_the_common_envelopes() {
+        for datagram in [
+            &br#"{"v":1,"id":7,"kind":"request","body":"Hello Server!!","ack":7}"#[..],
+            br#"{"v":1,"id":7,"kind":"request","body":"Hello Server!!"}"#,
+            br#"{"v":1,"id":7,"kind":"reply","body":"Access count: 1"}"#,
+            br#"{"v":1,"id":null,"kind":"error","code":"bad_id","message":"m"}"#,
+        ] {
+            let view = decode_valid(datagram, 1024);
+            assert!(view.is_some(), "{}", String::from_utf8_lossy(datagram));
+            let two_pass = parse_members(datagram)
+                .map(|members| validate(&members, datagram.len(), 1024));
+            assert_eq!(view.map(Ok), two_pass);
+        }
+    }
+
 
     #[test]
     fn the_direct_encoding_is_what_serde_json_writes() {

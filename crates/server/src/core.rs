@@ -32,7 +32,7 @@ use proto::{DatagramView, EnvelopeView, ErrorCode, Id};
 use crate::arrivals::Arrivals;
 use crate::loop_guard::{LoopCause, LoopGuard};
 use crate::rate_limit::RateReport;
-use crate::reply_cache::{Lookup, ReplyCache};
+use crate::reply_cache::{Admission, ReplyCache};
 use crate::shared::{Shared, lock};
 use crate::summary::{PEER_TALLY_CAP, Summary};
 use crate::{Config, Encoding, Mode};
@@ -121,15 +121,6 @@ pub struct Core {
     arrivals: Arrivals,
     /// The text of a reply envelope's body (`Access count: N`), reused.
     text: String,
-}
-
-/// How the reply cache judged a valid request.
-enum Verdict {
-    New(u64),
-    Again(u64),
-    Done,
-    Conflict,
-    Busy,
 }
 
 impl Core {
@@ -268,7 +259,7 @@ impl Core {
             }
             DatagramView::Envelope(Ok(EnvelopeView::Request { id, body, ack })) => {
                 let (event, access) = match self.admit(peer, id, ack, body.as_bytes(), now) {
-                    Verdict::New(access) => {
+                    Admission::New { access } => {
                         self.encode_reply(id, access, &body, answer);
                         return Event::Counted {
                             access,
@@ -279,12 +270,12 @@ impl Core {
                             },
                         };
                     }
-                    Verdict::Again(access) => (Event::Resent { id, access }, access),
-                    Verdict::Done => {
+                    Admission::Again { access } => (Event::Resent { id, access }, access),
+                    Admission::Done => {
                         self.summary.duplicates += 1;
                         return Event::Done { id };
                     }
-                    Verdict::Conflict => {
+                    Admission::Conflict => {
                         self.summary.malformed += 1;
                         let message = format!(
                             "id {id} was already answered for a request with another body; a \
@@ -301,7 +292,7 @@ impl Core {
                             message,
                         };
                     }
-                    Verdict::Busy => {
+                    Admission::Busy => {
                         self.summary.busy += 1;
                         EnvelopeView::Error {
                             id: Some(id),
@@ -381,18 +372,13 @@ impl Core {
         ack: Option<Id>,
         body: &[u8],
         now: Instant,
-    ) -> Verdict {
-        match self.cache.check(peer, id, ack, body, now) {
-            Lookup::New => {
-                let access = self.count();
-                self.cache.record(peer, id, body, access, now);
-                Verdict::New(access)
-            }
-            Lookup::Answered { access } => Verdict::Again(access),
-            Lookup::Done => Verdict::Done,
-            Lookup::Conflict => Verdict::Conflict,
-            Lookup::Busy => Verdict::Busy,
-        }
+    ) -> Admission {
+        let (summary, counter) = (&mut self.summary, &self.shared.counter);
+        let count = || {
+            summary.counted += 1;
+            counter.next()
+        };
+        self.cache.admit(peer, id, ack, body, now, count)
     }
 
     /// Writes what the mode answers to access `access` of `message`.

@@ -47,7 +47,7 @@ pub use error::Error;
 pub use loop_guard::{FIRST_CLIENT_PORT, LoopCause, LoopGuard, REPEAT_LIMIT, REPEAT_WINDOW};
 pub use output::{Console, LineQueue, Pushed, QUEUE_BYTES};
 pub use rate_limit::{RateLimiter, RateReport};
-pub use reply_cache::{CacheLimits, Lookup, ReplyCache, STREAM_WINDOW};
+pub use reply_cache::{Admission, CacheLimits, Lookup, ReplyCache, STREAM_WINDOW};
 pub use server::Server;
 pub use shared::{AccessCounter, CLAIM_WINDOW, GroupClaims, MAX_WORKERS, Shared};
 pub use sink::{Sink, TutorialLines};

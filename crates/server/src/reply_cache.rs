@@ -93,6 +93,34 @@ pub enum Lookup {
     Busy,
 }
 
+/// What [`ReplyCache::admit`] did with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// New: counted, with this access number, and remembered. Answer it.
+    New {
+        /// The number the count gave.
+        access: u64,
+    },
+    /// A resend of a request answered with `access` ([`Lookup::Answered`]).
+    Again {
+        /// The access number of the first answer.
+        access: u64,
+    },
+    /// See [`Lookup::Done`].
+    Done,
+    /// See [`Lookup::Conflict`].
+    Conflict,
+    /// See [`Lookup::Busy`].
+    Busy,
+}
+
+/// What [`ReplyCache::look_up`] found: a new request, with what it takes to keep its answer,
+/// or what [`ReplyCache::check`] says of one already known (or refused).
+enum Found {
+    New { stream: usize, fingerprint: u64 },
+    Kept(Lookup),
+}
+
 /// At-most-once answers per (peer, id) within a window, in memory bounded by fixed caps.
 ///
 /// A client resends a request (same peer, same id, same body) until it gets an answer or
@@ -172,6 +200,9 @@ pub struct ReplyCache {
     next_serial: u64,
     /// The key of the body fingerprints, drawn at random for each cache.
     keys: RandomState,
+    /// The `now` of the last reclaim: nothing more expires until `now` moves (a batch of
+    /// datagrams shares one), so a reclaim at the same `now` is skipped.
+    reclaimed_at: Option<Instant>,
 }
 
 /// What the cache knows of one peer: its streams, oldest first.
@@ -238,6 +269,7 @@ impl ReplyCache {
             streams: 0,
             next_serial: 0,
             keys: RandomState::new(),
+            reclaimed_at: None,
         }
     }
 
@@ -255,36 +287,86 @@ impl ReplyCache {
         body: &[u8],
         now: Instant,
     ) -> Lookup {
+        match self.look_up(peer, id, ack, body, now) {
+            Found::New { .. } => Lookup::New,
+            Found::Kept(lookup) => lookup,
+        }
+    }
+
+    /// What the server does per request, in one pass over the tables: [`check`](Self::check),
+    /// and for a new request, count it with `count` and [`record`](Self::record) the access
+    /// number it gives. `count` is called only for a new request, and only when there is room to
+    /// remember it, so that every number counted is kept.
+    pub fn admit(
+        &mut self,
+        peer: SocketAddr,
+        id: Id,
+        ack: Option<Id>,
+        body: &[u8],
+        now: Instant,
+        count: impl FnOnce() -> u64,
+    ) -> Admission {
+        match self.look_up(peer, id, ack, body, now) {
+            Found::New {
+                stream,
+                fingerprint,
+            } => {
+                let access = count();
+                self.keep(peer, stream, id, access, fingerprint, now, true);
+                Admission::New { access }
+            }
+            // look_up tells a new request as Found::New, never so.
+            Found::Kept(Lookup::New) => Admission::Busy,
+            Found::Kept(Lookup::Answered { access }) => Admission::Again { access },
+            Found::Kept(Lookup::Done) => Admission::Done,
+            Found::Kept(Lookup::Conflict) => Admission::Conflict,
+            Found::Kept(Lookup::Busy) => Admission::Busy,
+        }
+    }
+
+    /// [`check`](Self::check), telling a new request's stream and fingerprint to
+    /// [`admit`](Self::admit).
+    fn look_up(
+        &mut self,
+        peer: SocketAddr,
+        id: Id,
+        ack: Option<Id>,
+        body: &[u8],
+        now: Instant,
+    ) -> Found {
         self.reclaim(now);
         let Some(index) = self.enter(peer, id, now) else {
-            return Lookup::Busy;
+            return Found::Kept(Lookup::Busy);
         };
         let fingerprint = self.keys.hash_one(body);
         let Some(state) = self.peers.get_mut(&peer) else {
-            return Lookup::Busy;
+            return Found::Kept(Lookup::Busy);
         };
         let Some(stream) = state.streams.get_mut(index) else {
-            return Lookup::Busy;
+            return Found::Kept(Lookup::Busy);
         };
         if let Some(ack) = ack.filter(|ack| !id.precedes(*ack)) {
             self.live -= stream.acknowledge(ack);
         }
         if stream.is_done(id) {
-            return Lookup::Done;
+            return Found::Kept(Lookup::Done);
         }
         if let Some(answer) = stream.answers.get(id) {
-            return if answer.fingerprint == fingerprint {
+            return Found::Kept(if answer.fingerprint == fingerprint {
                 Lookup::Answered {
                     access: answer.access,
                 }
             } else {
                 Lookup::Conflict
-            };
+            });
         }
         if state.answers() < self.limits.per_peer && self.live < self.limits.entries {
-            Lookup::New
+            Found::New {
+                stream: index,
+                fingerprint,
+            }
         } else {
-            Lookup::Busy
+            Found::Kept(Lookup::Busy)
         }
     }
 
@@ -301,21 +383,46 @@ impl ReplyCache {
             return;
         };
         let room_in_table = self.live < self.limits.entries;
-        let Some(state) = self.peers.get_mut(&peer) else {
+        let Some(state) = self.peers.get(&peer) else {
             return;
         };
         let room = room_in_table && state.answers() < self.limits.per_peer;
-        let Some(stream) = state.streams.get_mut(index) else {
-            return;
-        };
-        if stream.is_done(id) {
+        if state
+            .streams
+            .get(index)
+            .is_none_or(|stream| stream.is_done(id))
+        {
             return;
         }
+        let fingerprint = self.keys.hash_one(body);
+        self.keep(peer, index, id, access, fingerprint, now, room);
+    }
+
+    /// Keeps the answer to `id` in `peer`'s stream at `index`, replacing an earlier one, or
+    /// adding it if there is `room`, and notes it in the timeline.
+    #[allow(clippy::too_many_arguments)]
+    fn keep(
+        &mut self,
+        peer: SocketAddr,
+        index: usize,
+        id: Id,
+        access: u64,
+        fingerprint: u64,
+        now: Instant,
+        room: bool,
+    ) {
+        let Some(stream) = self
+            .peers
+            .get_mut(&peer)
+            .and_then(|state| state.streams.get_mut(index))
+        else {
+            return;
+        };
         let answer = Answer {
             access,
             at: now,
             serial: self.next_serial,
-            fingerprint: self.keys.hash_one(body),
+            fingerprint,
         };
         match stream.answers.search(id) {
             Ok(index) => stream.answers.0[index].1 = answer,
@@ -356,6 +463,10 @@ impl ReplyCache {
     /// have no answers left: every answer is recorded no later than its stream was last heard
     /// from), and the peers left with no stream.
     fn reclaim(&mut self, now: Instant) {
+        if self.reclaimed_at == Some(now) {
+            return;
+        }
+        self.reclaimed_at = Some(now);
         let window = self.limits.window;
         loop {
             let peers = &self.peers;
@@ -1685,6 +1796,57 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+
+        #[test]
+        fn admit_decides_and_keeps_what_check_then_record_do(
+            streams_per_peer in 1..4_usize,
+            steps in proptest::collection::vec(step(), 1..300),
+        ) {
+            let limits = CacheLimits {
+                window: RETRY_WINDOW,
+                per_peer: 3,
+                entries: 5,
+                peers: 3,
+                streams_per_peer,
+            };
+            let (mut apart, mut together) = (ReplyCache::new(limits), ReplyCache::new(limits));
+            let mut now = Instant::now();
+            let (mut counted_apart, mut counted_together) = (0_u64, 0_u64);
+            let bodies: [&[u8]; 2] = [b"a", b"b"];
+            for (n, step) in steps.iter().enumerate() {
+                now += Duration::from_millis(step.pause_ms);
+                let peer = addr(step.peer);
+                let request = Id::MIN.wrapping_add(CLUSTERS[step.cluster] + step.offset);
+                let ack = step.ack.map(|(before, cluster, offset)| {
+                    if before {
+                        request.wrapping_add(MAX_ID - offset)
+                    } else {
+                        Id::MIN.wrapping_add(CLUSTERS[cluster] + offset)
+                    }
+                });
+                let body = bodies[step.body];
+                let expected = match apart.check(peer, request, ack, body, now) {
+                    Lookup::New => {
+                        counted_apart += 1;
+                        apart.record(peer, request, body, counted_apart, now);
+                        Admission::New { access: counted_apart }
+                    }
+                    Lookup::Answered { access } => Admission::Again { access },
+                    Lookup::Done => Admission::Done,
+                    Lookup::Conflict => Admission::Conflict,
+                    Lookup::Busy => Admission::Busy,
+                };
+                let found = together.admit(peer, request, ack, body, now, || {
+                    counted_together += 1;
+                    counted_together
+                });
+                prop_assert_eq!(found, expected, "step {}: {:?}", n, step);
+                prop_assert_eq!(counted_together, counted_apart);
+                prop_assert_eq!(together.len(), apart.len());
+                prop_assert_eq!(together.peers(), apart.peers());
+                prop_assert_eq!(together.streams, apart.streams);
             }
         }
     }
