@@ -1039,11 +1039,32 @@ mod tests {
 
     /// Values that sit on the edges of what each member accepts.
     const VALUES: [&str; 22] = [
-        "1", "0", "-0", "-1", "1.0", "1e0", "2", "9007199254740991", "9007199254740992",
-        "18446744073709551616", "1e400", "\"1\"", "null", "true", "[1,{}]", "{\"v\":1}",
-        "\"request\"", "\"reply\"", "\"error\"", "\"a\\u00e9\\\"\"", "\"x\"", "\"\"",
+        "1",
+        "0",
+        "-0",
+        "-1",
+        "1.0",
+        "1e0",
+        "2",
+        "9007199254740991",
+        "9007199254740992",
+        "18446744073709551616",
+        "1e400",
+        "\"1\"",
+        "null",
+        "true",
+        "[1,{}]",
+        "{\"v\":1}",
+        "\"request\"",
+        "\"reply\"",
+        "\"error\"",
+        "\"a\\u00e9\\\"\"",
+        "\"x\"",
+        "\"\"",
     ];
-    const NAMES: [&str; 9] = ["v", "id", "kind", "body", "code", "message", "ack", "other", "ID"];
+    const NAMES: [&str; 9] = [
+        "v", "id", "kind", "body", "code", "message", "ack", "other", "ID",
+    ];
 
     /// A valid envelope's members (or none), then a few members of any name and value, which
     /// may replace them (the last of a name counts).
@@ -1101,12 +1122,11 @@ mod tests {
         ] {
             let view = decode_valid(datagram, 1024);
             assert!(view.is_some(), "{}", String::from_utf8_lossy(datagram));
-            let two_pass = parse_members(datagram)
-                .map(|members| validate(&members, datagram.len(), 1024));
+            let two_pass =
+                parse_members(datagram).map(|members| validate(&members, datagram.len(), 1024));
             assert_eq!(view.map(Ok), two_pass);
         }
     }
-
 
     #[test]
     fn the_direct_encoding_is_what_serde_json_writes() {

@@ -46,7 +46,7 @@ fn main() -> ExitCode {
     code
 }
 
-/// Sets `stop` on SIGINT (Ctrl-C) and SIGTERM; the receive loop sees it within 250 ms.
+/// Sets `stop` on SIGINT (Ctrl-C) and SIGTERM; the server's watch sees it within 250 ms.
 #[cfg(unix)]
 fn catch_stop_signals(stop: &Arc<AtomicBool>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};

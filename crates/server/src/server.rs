@@ -11,7 +11,7 @@ use std::io;
 use std::mem;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,11 +21,12 @@ use proto::text::canonical_peer;
 use crate::core::{Answer, Core, Handled};
 use crate::shared::{Shared, lock};
 use crate::sink::Sink;
-use crate::sys::{BATCH, Batch, Outgoing, RecvMeta, ServerSocket};
+use crate::sys::{BATCH, Batch, Outgoing, RecvMeta, ServerSocket, Waker};
 use crate::{Config, Error, Summary};
 
-/// Longest wait in one receive, so that a stop request is seen within this long. Signals are
-/// never relied on to interrupt a receive (EINTR is not guaranteed with SA_RESTART handlers).
+/// How often the watch (see [`Server::run`]) looks at the stop flag: a stop request is seen
+/// within this long. Signals are never relied on to interrupt a receive (EINTR is not
+/// guaranteed with SA_RESTART handlers).
 const POLL: Duration = Duration::from_millis(250);
 
 /// A bound server, ready to [`run`](Server::run).
@@ -51,12 +52,10 @@ impl Server {
             .map_err(|e| Error::from_bind(config.bind, e))?;
         for socket in &sockets {
             // Set once here: the loop makes no system call but the receive and the send.
-            socket
-                .set_read_timeout(POLL)
-                .map_err(|source| Error::Socket {
-                    doing: "setting the receive timeout",
-                    source,
-                })?;
+            socket.limit_waits(POLL).map_err(|source| Error::Socket {
+                doing: "setting the receive timeout",
+                source,
+            })?;
         }
         Ok(Server {
             shared: Arc::new(Shared::new(&config, sockets.len())),
@@ -88,8 +87,10 @@ impl Server {
     /// Serves until `stop` is set, `--idle` passes without a datagram on any worker, or, with
     /// `--once`, the first datagram has been handled; returns the books of all workers, summed.
     ///
-    /// One worker serves on the calling thread; more get a thread each, and when one of them
-    /// ends (for any reason), the others end within [`POLL`].
+    /// Each worker gets a thread; the calling thread keeps the watch: it looks at `stop`
+    /// (and `--idle`) every [`POLL`] and as soon as a worker ends, and then ends every worker's
+    /// wait ([`Waker`]), so that all of them stop within [`POLL`] of a request, and when one of
+    /// them ends (for any reason), the others end too.
     pub fn run(self, stop: &AtomicBool) -> Result<Summary, Error> {
         let Server {
             sockets,
@@ -97,30 +98,34 @@ impl Server {
             shared,
             sink,
         } = self;
+        let wakers = sockets
+            .iter()
+            .map(ServerSocket::waker)
+            .collect::<io::Result<Vec<Waker>>>()
+            .map_err(|source| Error::Socket {
+                doing: "preparing to stop",
+                source,
+            })?;
         let common = Common {
             config: &config,
             stop,
             halt: AtomicBool::new(false),
+            ended: Condvar::new(),
+            watch: Mutex::new(()),
             started: Instant::now(),
             last_datagram: AtomicU64::new(0),
             sink: sink.as_ref(),
             workers: sockets.len(),
         };
         let start = |index: usize, socket: ServerSocket| -> Result<Summary, Error> {
+            let _halt = HaltOnDrop(&common);
             let worker = Worker::new(index, socket, &config, Arc::clone(&shared))?;
             Ok(worker.run(&common))
         };
-        let mut sockets = sockets.into_iter();
-        if common.workers == 1 {
-            return match sockets.next() {
-                Some(socket) => start(0, socket),
-                None => Ok(Summary::default()),
-            };
-        }
         let summaries: Vec<Result<Summary, Error>> = thread::scope(|scope| {
             let mut running = Vec::with_capacity(common.workers);
             let mut failed = None;
-            for (index, socket) in sockets.enumerate() {
+            for (index, socket) in sockets.into_iter().enumerate() {
                 let start = &start;
                 match thread::Builder::new()
                     .name(format!("worker-{index}"))
@@ -137,6 +142,7 @@ impl Server {
                     }
                 }
             }
+            common.watch(&wakers);
             let mut results: Vec<Result<Summary, Error>> = running
                 .into_iter()
                 .map(|(worker, handle)| handle.join().unwrap_or(Err(Error::Worker { worker })))
@@ -158,8 +164,12 @@ struct Common<'a> {
     config: &'a Config,
     /// Set by the user (a signal).
     stop: &'a AtomicBool,
-    /// Set when any worker ends, so that the others end too.
+    /// Set when the workers are to end: by the watch, or by a worker that ended.
     halt: AtomicBool,
+    /// Told when a worker ends, so that the watch ends the others' waits at once.
+    ended: Condvar,
+    /// The watch's lock, for [`ended`](Common::ended).
+    watch: Mutex<()>,
     started: Instant,
     /// When the last datagram came to any worker, in nanoseconds since `started`.
     last_datagram: AtomicU64,
@@ -177,14 +187,52 @@ impl Common<'_> {
         let last = self.started + Duration::from_nanos(self.last_datagram.load(Ordering::Relaxed));
         last.elapsed()
     }
+
+    /// Waits until the workers are to end — a stop request, `--idle` passed, or a worker
+    /// ended — then sets `halt` and ends every worker's wait.
+    fn watch(&self, wakers: &[Waker]) {
+        let mut guard = lock(&self.watch);
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                log::info!("stop requested");
+                break;
+            }
+            if self.halt.load(Ordering::Relaxed) {
+                break;
+            }
+            let mut wait = POLL;
+            if let Some(idle) = self.config.idle {
+                let quiet = self.since_last_datagram();
+                if quiet >= idle {
+                    log::info!(
+                        "no datagram for {}: exiting",
+                        humantime::format_duration(idle)
+                    );
+                    break;
+                }
+                wait = wait.min(idle - quiet);
+            }
+            guard = match self.ended.wait_timeout(guard, wait) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        drop(guard);
+        self.halt.store(true, Ordering::Relaxed);
+        for waker in wakers {
+            waker.wake();
+        }
+    }
 }
 
-/// Sets `halt` when a worker ends, however it ends (a panic included).
-struct HaltOnDrop<'a>(&'a AtomicBool);
+/// Sets `halt` when a worker ends, however it ends (a panic included), and tells the watch.
+struct HaltOnDrop<'a, 'b>(&'a Common<'b>);
 
-impl Drop for HaltOnDrop<'_> {
+impl Drop for HaltOnDrop<'_, '_> {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.halt.store(true, Ordering::Relaxed);
+        let _watch = lock(&self.0.watch);
+        self.0.ended.notify_all();
     }
 }
 
@@ -248,26 +296,9 @@ impl Worker {
     }
 
     fn run(mut self, common: &Common<'_>) -> Summary {
-        let _halt = HaltOnDrop(&common.halt);
         let config = common.config;
         loop {
-            if common.stop.load(Ordering::Relaxed) {
-                log::info!("stop requested");
-                break;
-            }
-            if common.halt.load(Ordering::Relaxed) {
-                break;
-            }
-            if let Some(idle) = config.idle
-                && common.since_last_datagram() >= idle
-            {
-                // Only the first worker to notice says so.
-                if !common.halt.swap(true, Ordering::Relaxed) {
-                    log::info!(
-                        "no datagram for {}: exiting",
-                        humantime::format_duration(idle)
-                    );
-                }
+            if common.halt.load(Ordering::Relaxed) || common.stop.load(Ordering::Relaxed) {
                 break;
             }
             // `--once` takes exactly one datagram: a second one queued stays in the socket.
@@ -299,7 +330,9 @@ impl Worker {
                     continue;
                 }
             };
-            if count == 0 {
+            // A receive the watch ended (see `Waker`) may report an empty datagram with a
+            // stale sender: once `halt` is set, nothing received is served.
+            if count == 0 || common.halt.load(Ordering::Relaxed) {
                 continue;
             }
             let now = Instant::now();
@@ -366,36 +399,49 @@ impl Worker {
             });
         }
 
-        // 2. Send every answer, in one call where the platform can.
-        let unsent = Outgoing {
-            datagram: &[],
-            peer: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-            local: None,
-        };
-        let mut out = [unsent; BATCH];
-        let mut whose = [0_usize; BATCH];
-        let mut sending = 0;
-        for (at, d) in decided.iter().enumerate() {
-            if d.handled.answer == Answer::Send
-                && let (Some(slot), Some(answer)) = (out.get_mut(sending), answers.get(d.slot))
-            {
-                *slot = Outgoing {
+        // 2. Send every answer, in one call where the platform can. One answer (ping-pong)
+        // goes without filling the batch's table of answers.
+        let outgoing = |d: &Decided<'_>| {
+            (d.handled.answer == Answer::Send)
+                .then(|| answers.get(d.slot))
+                .flatten()
+                .map(|answer| Outgoing {
                     datagram: answer,
                     peer: d.to,
                     local: d.local,
-                };
-                whose[sending] = at;
-                sending += 1;
-            }
-        }
-        socket.send_batch(batch, &out[..sending], &mut |k, e| {
+                })
+        };
+        let mut failed = |whose: Option<usize>, e: io::Error| {
             core.send_failed();
-            let peer = whose.get(k).and_then(|&at| decided.get(at)).map(|d| d.peer);
-            match peer {
+            match whose.and_then(|at| decided.get(at)).map(|d| d.peer) {
                 Some(peer) => log::warn!("could not answer {peer}: {e}"),
                 None => log::warn!("could not send an answer: {e}"),
             }
-        });
+        };
+        if let [one] = decided.as_slice() {
+            if let Some(out) = outgoing(one) {
+                socket.send_batch(batch, &[out], &mut |_, e| failed(Some(0), e));
+            }
+        } else {
+            let unsent = Outgoing {
+                datagram: &[],
+                peer: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+                local: None,
+            };
+            let mut out = [unsent; BATCH];
+            let mut whose = [0_usize; BATCH];
+            let mut sending = 0;
+            for (at, d) in decided.iter().enumerate() {
+                if let (Some(slot), Some(answer)) = (out.get_mut(sending), outgoing(d)) {
+                    *slot = answer;
+                    whose[sending] = at;
+                    sending += 1;
+                }
+            }
+            socket.send_batch(batch, &out[..sending], &mut |k, e| {
+                failed(whose.get(k).copied(), e)
+            });
+        }
         if let Some(report) = core.take_rate_report(now) {
             log::warn!("{report}");
         }

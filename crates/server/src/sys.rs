@@ -103,6 +103,29 @@ pub struct Outgoing<'a> {
     pub local: Option<IpAddr>,
 }
 
+/// Ends a [`ServerSocket`]'s waits, from another thread, when the server stops: on Linux, it
+/// shuts the socket's receiving side down (`shutdown(SHUT_RD)`), which wakes a receive that
+/// waits and makes every later one return at once with an error, so the loop sees its stop
+/// flag. (On UDP the call also reports "not connected", which is expected.) Elsewhere it does
+/// nothing: receives there wait at most the time [`ServerSocket::limit_waits`] gives them.
+pub struct Waker {
+    /// The same socket, through a second descriptor.
+    socket: UdpSocket,
+}
+
+impl Waker {
+    /// Ends the socket's current and future waits (Linux).
+    pub fn wake(&self) {
+        #[cfg(target_os = "linux")]
+        {
+            // Reports ENOTCONN on an unconnected UDP socket, yet marks it shut and wakes it.
+            let _ = socket2::SockRef::from(&self.socket).shutdown(std::net::Shutdown::Read);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = &self.socket;
+    }
+}
+
 /// The server's UDP socket.
 pub struct ServerSocket {
     socket: UdpSocket,
@@ -178,9 +201,23 @@ impl ServerSocket {
         self.socket.local_addr()
     }
 
-    /// Bounds every later receive's wait (set once: it is a system call).
-    pub fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
-        self.socket.set_read_timeout(Some(timeout))
+    /// Where a waiting receive cannot be ended by a [`Waker`], bounds every later receive's
+    /// wait to `poll`, so that the loop sees a stop request in time (set once: it is a system
+    /// call). On Linux it does nothing: a receive waits without a timeout, and the
+    /// [`Waker`] ends the wait. A timeout arms a kernel timer each time a receive waits, which
+    /// ping-pong (one request at a time: every receive waits) pays on every exchange.
+    pub fn limit_waits(&self, poll: Duration) -> io::Result<()> {
+        if cfg!(target_os = "linux") {
+            return Ok(());
+        }
+        self.socket.set_read_timeout(Some(poll))
+    }
+
+    /// A handle that ends this socket's waits from another thread, for good.
+    pub fn waker(&self) -> io::Result<Waker> {
+        Ok(Waker {
+            socket: self.socket.try_clone()?,
+        })
     }
 
     /// Receives exactly one datagram into `buf`; another one queued stays in the socket.
