@@ -189,26 +189,25 @@ fn exchange(
         let encoding = client.encoding();
         let line = json_lines::exchange(client.peer(), encoding, view.text, message, &exchange);
         write_out(out, line.as_bytes())?;
+        // The diagnostics stay on stderr, as in the tutorial's lines.
         return Ok(match exchange.outcome {
+            Outcome::Reply { text, len } => {
+                warn_if_truncated(&text, len);
+                None
+            }
             Outcome::NoReply(no_reply) => {
                 tell(format_args!("error: {no_reply}"));
                 None
             }
             Outcome::Interrupted(interruption) => Some(interruption),
-            Outcome::Reply { .. } | Outcome::ServerError { .. } => None,
+            Outcome::ServerError { .. } => None,
         });
     }
     let label = view.label;
     match exchange.outcome {
         Outcome::Reply { text, len } => {
             write_out(out, format!("{label}{}\n", Printable(&text)).as_bytes())?;
-            if len > text.len() {
-                tell(format_args!(
-                    "warning: truncated: {len} bytes, buffer {} (the reply was cut; raise \
-                     --buffer to see all of it)",
-                    text.len()
-                ));
-            }
+            warn_if_truncated(&text, len);
         }
         Outcome::ServerError { code, message } => {
             let line = format!(
@@ -222,6 +221,17 @@ fn exchange(
         Outcome::Interrupted(interruption) => return Ok(Some(interruption)),
     }
     Ok(None)
+}
+
+/// Says on stderr that a reply of `len` bytes was cut to `kept`.
+fn warn_if_truncated(kept: &[u8], len: usize) {
+    if len > kept.len() {
+        tell(format_args!(
+            "warning: truncated: {len} bytes, buffer {} (the reply was cut; raise --buffer to \
+             see all of it)",
+            kept.len()
+        ));
+    }
 }
 
 /// Writes a line for the user on stderr, whatever the log level. Nothing can be done if stderr is closed.
