@@ -9,7 +9,7 @@
 //! `recvmmsg` on Linux); each goes to the [`Core`], which decides without any I/O what it gets
 //! (an [`Event`] and maybe an answer); the loop sends the batch's answers (one `sendmmsg`),
 //! then hands the events to a [`Sink`], such as [`TutorialLines`], the tutorial's words on
-//! stdout through a bounded [`LineQueue`]. Workers share only the [`AccessCounter`] (so access
+//! stdout through a bounded [`LineQueue`], or [`JsonLines`] (`--output json`). Workers share only the [`AccessCounter`] (so access
 //! numbers are unique), the per-IP policies and the [`GroupClaims`] ([`Shared`]).
 //!
 //! `main.rs` only parses arguments into a [`Config`], starts the [`Console`], installs the

@@ -1,8 +1,8 @@
 //! Output sinks: what the receive loop shows of each datagram's [`Event`].
 //!
-//! The loop hands every event to a [`Sink`] after the answer is sent. Today's one is
-//! [`TutorialLines`], the tutorial's words on stdout; other views of the conversation (JSON
-//! Lines, a hexdump, a capture) attach the same way. A sink must never block the loop: the
+//! The loop hands every event to a [`Sink`] after the answer is sent: [`TutorialLines`], the
+//! tutorial's words on stdout, or [`JsonLines`](crate::JsonLines) (`--output json`); other
+//! views of the conversation (a hexdump, a capture) attach the same way. A sink must never block the loop: the
 //! tutorial's lines go through a [`LineQueue`], which drops and counts rather than waits.
 
 use std::fmt::Write as _;
