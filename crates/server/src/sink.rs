@@ -2,8 +2,9 @@
 //!
 //! The loop hands every event to a [`Sink`] after the answer is sent: [`TutorialLines`], the
 //! tutorial's words on stdout, or [`JsonLines`](crate::JsonLines) (`--output json`); other
-//! views of the conversation (a hexdump, a capture) attach the same way. A sink must never block the loop: the
-//! tutorial's lines go through a [`LineQueue`], which drops and counts rather than waits.
+//! views of the conversation (a hexdump, a capture) attach the same way. A sink must never
+//! block the loop: the lines go through a [`LineQueue`], which drops and counts rather than
+//! waits.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
