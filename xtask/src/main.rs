@@ -18,6 +18,7 @@ mod faults;
 mod forge;
 mod matrix;
 mod peers;
+mod schema;
 mod tally;
 mod test;
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::peers::abbreviate;
 
+mod json_events;
 mod runner;
 
 pub use runner::run;
@@ -167,6 +168,11 @@ pub struct Row {
     pub probe: bool,
     /// How long the client may run before we kill it.
     pub deadline: Duration,
+    /// Our programs run with `--output json`: every line they print on stdout must validate
+    /// against docs/output.schema.json and their last line is `exit` with the exit code; the
+    /// human lines ([`Row::replies`] of our client, [`Row::server_line`]) are the human row's
+    /// to check, stderr's lines are checked alike.
+    pub json: bool,
 }
 
 impl Row {
@@ -184,7 +190,19 @@ impl Row {
             summary: None,
             probe: false,
             deadline: CLIENT_DEADLINE,
+            json: false,
         }
+    }
+
+    /// The same row with our programs' `--output json`, if any of ours takes part.
+    fn json_variant(&self) -> Option<Row> {
+        let ours =
+            matches!(self.server, Target::Ours(_)) || matches!(self.client, Sender::Ours { .. });
+        ours.then(|| Row {
+            name: format!("{} [--output json]", self.name),
+            json: true,
+            ..self.clone()
+        })
     }
 
     fn stdin(mut self, bytes: &[u8]) -> Row {
@@ -610,13 +628,19 @@ fn interop_rows(family: Family) -> Vec<Row> {
     rows
 }
 
-/// The whole table, IPv4 first.
+/// The whole table, IPv4 first; each row where our programs take part is played twice, the
+/// second time with `--output json`.
 pub fn rows() -> Vec<Row> {
     let mut rows = Vec::new();
     for family in [Family::V4, Family::V6] {
-        rows.extend(exchange_rows(family));
-        rows.extend(negative_rows(family));
-        rows.extend(interop_rows(family));
+        let human: Vec<Row> = exchange_rows(family)
+            .into_iter()
+            .chain(negative_rows(family))
+            .chain(interop_rows(family))
+            .collect();
+        let json: Vec<Row> = human.iter().filter_map(Row::json_variant).collect();
+        rows.extend(human);
+        rows.extend(json);
     }
     rows
 }

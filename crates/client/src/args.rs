@@ -93,6 +93,13 @@ pub struct Args {
           value_parser = clap::value_parser!(u16).range(1..))]
     pub buffer: u16,
 
+    /// human: the tutorial's lines and reports for people; json: JSON Lines on stdout, one
+    /// object per event (each message's `exchange`, ping's `ping_reply`s, bench's result, the
+    /// `summary`, and `exit` last; docs/output.schema.json). Errors stay text on stderr
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Output::Human,
+          global = true)]
+    pub output: Output,
+
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
     #[arg(long, short, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -182,22 +189,18 @@ pub struct BenchArgs {
     /// 0 for none
     #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration_or_zero)]
     pub warmup: Duration,
-
-    /// human: a report for people; json: one JSON object on standard output
-    #[arg(long, value_enum, default_value_t = Output::Human)]
-    pub output: Output,
 }
 
 /// The bytes of `--payload-hex` (a type of its own: clap would take `Vec<u8>` for many values).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HexPayload(pub Vec<u8>);
 
-/// How `bench` reports.
+/// How the client shows what happens on stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     /// Lines for people.
     Human,
-    /// One JSON object on standard output.
+    /// JSON Lines: one object per event (docs/output.schema.json).
     Json,
 }
 
@@ -216,6 +219,8 @@ pub struct Config {
     pub buffer: usize,
     /// Bound on the whole run, from its start.
     pub deadline: Option<Duration>,
+    /// The tutorial's lines or JSON Lines on stdout.
+    pub output: Output,
 }
 
 impl Config {
@@ -228,6 +233,7 @@ impl Config {
             encoding: Encoding::Plain,
             buffer: proto::MAX_BUFFER,
             deadline: None,
+            output: Output::Human,
         }
     }
 
@@ -251,6 +257,7 @@ impl Config {
             encoding: args.encoding,
             buffer: usize::from(args.buffer),
             deadline: args.deadline,
+            output: args.output,
         })
     }
 }
@@ -268,6 +275,7 @@ impl PingConfig {
             interval: ping.interval,
             count: ping.count,
             size,
+            output: args.output,
         })
     }
 }

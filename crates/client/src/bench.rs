@@ -430,13 +430,15 @@ fn socket_error(e: std::io::Error, doing: &'static str, peer: SocketAddr) -> Err
 }
 
 impl BenchResult {
-    /// The result as one JSON object, the keys `--output json` promises.
+    /// The result as one JSON object, `bench` in docs/output.schema.json.
     pub fn to_json(&self) -> serde_json::Value {
         let tally = self.window.tally();
         let rtts = self.window.rtts();
         let us = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e6);
         let config = &self.config;
         serde_json::json!({
+            "event": "bench",
+            // The tag before `event` was: kept for scripts written against it.
             "kind": "bench",
             "server": config.server.to_string(),
             "mode": if config.rate.is_some() { "open" } else { "closed" },

@@ -95,6 +95,18 @@ pub struct Outgoing {
     datagram: Vec<u8>,
 }
 
+impl Outgoing {
+    /// Its id (on the wire only with `--encoding json`).
+    pub fn id(&self) -> Id {
+        self.id
+    }
+
+    /// Its datagram's length on the wire.
+    pub fn wire_len(&self) -> usize {
+        self.datagram.len()
+    }
+}
+
 /// A client connected to one of the server's addresses.
 pub struct Client {
     socket: Socket,
@@ -139,6 +151,11 @@ impl Client {
     /// The address in use.
     pub fn peer(&self) -> SocketAddr {
         self.config.servers[self.current]
+    }
+
+    /// How messages are put on the wire.
+    pub fn encoding(&self) -> Encoding {
+        self.config.encoding
     }
 
     /// The largest datagram that can go to every address of the server.

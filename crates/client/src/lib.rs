@@ -17,6 +17,7 @@ mod bench;
 mod client;
 mod error;
 mod input;
+pub mod json_lines;
 mod ping;
 mod probes;
 mod report;
@@ -85,14 +86,19 @@ fn run_into(
             for (index, message) in messages.into_iter().enumerate() {
                 let number = index + 1;
                 let bytes = sys::arg_bytes(message).map_err(|_| Error::ArgNotUnicode { number })?;
-                outgoing.push(client.prepare(&bytes, Which::Message(number))?);
+                let prepared = client.prepare(&bytes, Which::Message(number))?;
+                outgoing.push((bytes, prepared));
             }
-            for message in &outgoing {
+            for (bytes, message) in &outgoing {
                 if let Some(interruption) = stop.check() {
                     return Ok(End::Interrupted(interruption));
                 }
-                if let Some(interruption) =
-                    exchange(&mut client, message, "Server message: ", out, stop, report)?
+                let view = View {
+                    output: config.output,
+                    label: "Server message: ",
+                    text: bytes,
+                };
+                if let Some(interruption) = exchange(&mut client, message, view, out, stop, report)?
                 {
                     return Ok(End::Interrupted(interruption));
                 }
@@ -100,13 +106,18 @@ fn run_into(
         }
         Input::Lines { reader, prompt } => {
             let lines = Lines::spawn(reader, client.max_payload())?;
+            // The prompt is for people: with JSON Lines, stdout carries JSON only.
+            let prompt = prompt && config.output == Output::Human;
             for number in 1.. {
                 if prompt {
                     write_out(out, PROMPT.as_bytes())?;
                 }
                 let which = Which::Line(number);
-                let message = match lines.next(stop)? {
-                    Line::Text(line) => client.prepare(&line, which)?,
+                let (text, message) = match lines.next(stop)? {
+                    Line::Text(line) => {
+                        let message = client.prepare(&line, which)?;
+                        (line, message)
+                    }
                     Line::TooLong(len) => return Err(client.too_large(len, which)),
                     Line::Interrupted(interruption) => {
                         if prompt {
@@ -122,7 +133,13 @@ fn run_into(
                         break;
                     }
                 };
-                if let Some(interruption) = exchange(&mut client, &message, "", out, stop, report)?
+                let view = View {
+                    output: config.output,
+                    label: "",
+                    text: &text,
+                };
+                if let Some(interruption) =
+                    exchange(&mut client, &message, view, out, stop, report)?
                 {
                     return Ok(End::Interrupted(interruption));
                 }
@@ -132,35 +149,65 @@ fn run_into(
     Ok(End::Finished)
 }
 
+/// How one message's exchange is shown.
+struct View<'a> {
+    output: Output,
+    /// What goes before the reply in the tutorial's lines.
+    label: &'a str,
+    /// The message as given (the envelope's body with `--encoding json`).
+    text: &'a [u8],
+}
+
 /// One message: send it, print `Sent a message.`, wait, record it in `report` and print the
-/// answer after `label`. Returns why the wait was cut short, if it was.
+/// answer after `label` (with `--output json`, one `exchange` line once it is over). Returns
+/// why the wait was cut short, if it was.
 fn exchange(
     client: &mut Client,
     message: &Outgoing,
-    label: &str,
+    view: View<'_>,
     out: &mut dyn Write,
     stop: &Stop,
     report: &mut Report,
 ) -> Result<Option<Interruption>, Error> {
+    let human = view.output == Output::Human;
     let exchange = client.exchange(
         message,
-        || write_out(out, format!("{SENT}\n").as_bytes()),
+        || {
+            if human {
+                write_out(out, format!("{SENT}\n").as_bytes())
+            } else {
+                Ok(())
+            }
+        },
         stop,
     )?;
     report.record(&exchange);
     if let Some(rtt) = exchange.rtt {
         log::info!("reply in {:.3} ms", rtt.as_secs_f64() * 1e3);
     }
+    if !human {
+        let encoding = client.encoding();
+        let line = json_lines::exchange(client.peer(), encoding, view.text, message, &exchange);
+        write_out(out, line.as_bytes())?;
+        // The diagnostics stay on stderr, as in the tutorial's lines.
+        return Ok(match exchange.outcome {
+            Outcome::Reply { text, len } => {
+                warn_if_truncated(&text, len);
+                None
+            }
+            Outcome::NoReply(no_reply) => {
+                tell(format_args!("error: {no_reply}"));
+                None
+            }
+            Outcome::Interrupted(interruption) => Some(interruption),
+            Outcome::ServerError { .. } => None,
+        });
+    }
+    let label = view.label;
     match exchange.outcome {
         Outcome::Reply { text, len } => {
             write_out(out, format!("{label}{}\n", Printable(&text)).as_bytes())?;
-            if len > text.len() {
-                tell(format_args!(
-                    "warning: truncated: {len} bytes, buffer {} (the reply was cut; raise \
-                     --buffer to see all of it)",
-                    text.len()
-                ));
-            }
+            warn_if_truncated(&text, len);
         }
         Outcome::ServerError { code, message } => {
             let line = format!(
@@ -174,6 +221,17 @@ fn exchange(
         Outcome::Interrupted(interruption) => return Ok(Some(interruption)),
     }
     Ok(None)
+}
+
+/// Says on stderr that a reply of `len` bytes was cut to `kept`.
+fn warn_if_truncated(kept: &[u8], len: usize) {
+    if len > kept.len() {
+        tell(format_args!(
+            "warning: truncated: {len} bytes, buffer {} (the reply was cut; raise --buffer to \
+             see all of it)",
+            kept.len()
+        ));
+    }
 }
 
 /// Writes a line for the user on stderr, whatever the log level. Nothing can be done if stderr is closed.

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+use client::json_lines::{self, Ending};
 use client::{
     BenchConfig, Command, End, Error, Interruption, Output, PingConfig, Report, Stop, tell,
 };
@@ -12,8 +13,17 @@ use client::{
 fn main() -> ExitCode {
     let args = client::Args::parse();
     init_logging(args.verbose);
+    let json = args.output == Output::Json;
     if let Some(command) = &args.command {
-        return ExitCode::from(measure(&args, command));
+        let (code, ending, error) = measure(&args, command);
+        if json {
+            let _ = write!(
+                std::io::stdout(),
+                "{}",
+                json_lines::exit(code, ending, error)
+            );
+        }
+        return ExitCode::from(code);
     }
     let (report, end) = match client::Config::from_args(&args) {
         Ok(config) => {
@@ -41,12 +51,30 @@ fn main() -> ExitCode {
     if args.verbose > 0 || report.eventful() || matches!(end, Ok(End::Interrupted(_))) {
         tell(format_args!("summary: {report}"));
     }
-    ExitCode::from(exit_code(&report, &end))
+    let code = exit_code(&report, &end);
+    if json {
+        let (ending, error) = match &end {
+            Ok(End::Finished) => (Ending::Finished, None),
+            Ok(End::Interrupted(interruption)) => {
+                (Ending::Interrupted, Some(interruption.to_string()))
+            }
+            Err(e) => (Ending::Error, Some(e.to_string())),
+        };
+        // Nothing can be said about a stdout that fails; the exit code still tells.
+        let _ = write!(
+            std::io::stdout(),
+            "{}{}",
+            json_lines::summary(&report),
+            json_lines::exit(code, ending, error)
+        );
+    }
+    ExitCode::from(code)
 }
 
 /// `ping` or `bench`: the statistics are printed however it ended (Ctrl-C included); exit 0
-/// when anything answered, 3 when nothing did, or the error's code.
-fn measure(args: &client::Args, command: &Command) -> u8 {
+/// when anything answered, 3 when nothing did, or the error's code. Returns the code, how the
+/// run ended and the error that ended it, for `--output json`'s `exit` line.
+fn measure(args: &client::Args, command: &Command) -> (u8, Ending, Option<String>) {
     let mut stop = Stop::new();
     if let Some(deadline) = args.deadline {
         stop = stop.with_deadline(deadline);
@@ -54,33 +82,44 @@ fn measure(args: &client::Args, command: &Command) -> u8 {
     if let Err(e) = stop.listen_for_signals() {
         log::warn!("cannot catch signals ({e}); Ctrl-C will end the run without statistics");
     }
-    let answered = match command {
+    let ended = match command {
         Command::Ping(ping) => PingConfig::from_args(args, ping).and_then(|config| {
             let mut out = std::io::stdout().lock();
             let summary = client::ping(&config, &mut out, &stop)?;
-            let _ = write!(out, "\n{summary}");
-            Ok(summary.answered())
+            let _ = match args.output {
+                Output::Human => write!(out, "\n{summary}"),
+                Output::Json => write!(out, "{}", json_lines::ping_statistics(&summary)),
+            };
+            Ok((summary.answered(), summary.interrupted))
         }),
         Command::Bench(bench) => BenchConfig::from_args(args, bench).and_then(|config| {
             let result = client::bench(&config, &stop)?;
             let mut out = std::io::stdout().lock();
-            match bench.output {
-                Output::Human => {
-                    let _ = write!(out, "{result}");
-                }
-                Output::Json => {
-                    let _ = writeln!(out, "{}", result.to_json());
-                }
-            }
-            Ok(result.answered())
+            let _ = match args.output {
+                Output::Human => write!(out, "{result}"),
+                Output::Json => writeln!(out, "{}", result.to_json()),
+            };
+            Ok((result.answered(), result.interrupted))
         }),
     };
-    match answered {
-        Ok(true) => 0,
-        Ok(false) => 3,
+    match ended {
+        Ok((answered, interrupted)) => (
+            if answered { 0 } else { 3 },
+            if interrupted.is_some() {
+                Ending::Interrupted
+            } else {
+                Ending::Finished
+            },
+            interrupted.map(|i| i.to_string()),
+        ),
         Err(e) => {
             tell(format_args!("error: {e}"));
-            exit_code(&Report::default(), &Err(e))
+            let error = e.to_string();
+            (
+                exit_code(&Report::default(), &Err(e)),
+                Ending::Error,
+                Some(error),
+            )
         }
     }
 }

@@ -9,9 +9,10 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::json_lines;
 use crate::probes::{self, Payload, Requests};
 use crate::sys::{self, Socket};
-use crate::{Encoding, Error, Interruption, Reply, SLICE, Stop, Tally, Window};
+use crate::{Encoding, Error, Interruption, Output, Reply, SLICE, Stop, Tally, Window};
 
 /// Everything `ping` needs, checked.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub struct PingConfig {
     pub count: Option<u64>,
     /// Bytes on the wire per probe.
     pub size: usize,
+    /// ping(8)'s lines, or JSON Lines.
+    pub output: Output,
 }
 
 /// How a ping ended: its books, its RTTs and how long it ran.
@@ -66,16 +69,20 @@ pub fn ping(config: &PingConfig, out: &mut dyn Write, stop: &Stop) -> Result<Pin
         datagram: Vec::with_capacity(config.size),
         buf: vec![0; proto::RECV_BUFFER],
         server: config.server,
+        output: config.output,
     };
-    let line = format!(
-        "PING {}: {} data bytes{}\n",
-        config.server,
-        config.size,
-        match config.encoding {
-            Encoding::Plain => "",
-            Encoding::Json => " (JSON envelopes)",
-        }
-    );
+    let line = match config.output {
+        Output::Json => json_lines::ping_start(config.server, config.size, config.encoding),
+        Output::Human => format!(
+            "PING {}: {} data bytes{}\n",
+            config.server,
+            config.size,
+            match config.encoding {
+                Encoding::Plain => "",
+                Encoding::Json => " (JSON envelopes)",
+            }
+        ),
+    };
     write_out(out, line.as_bytes())?;
     let start = Instant::now();
     let mut next_send = start;
@@ -130,6 +137,7 @@ struct Pinger {
     datagram: Vec<u8>,
     buf: Vec<u8>,
     server: SocketAddr,
+    output: Output,
 }
 
 impl Pinger {
@@ -173,7 +181,23 @@ impl Pinger {
         let datagram = &self.buf[..len.min(self.buf.len())];
         let info = probes::read_reply(&self.requests, datagram);
         let server = self.server;
-        let line = match self.window.reply(info.key, now) {
+        let reply = self.window.reply(info.key, now);
+        if self.output == Output::Json {
+            let line = match reply {
+                Reply::Matched { seq, rtt, late, .. } => {
+                    json_lines::ping_reply(server, len, seq, rtt, late, false)
+                }
+                Reply::Duplicate { seq } => {
+                    json_lines::ping_reply(server, len, seq, None, false, true)
+                }
+                Reply::Unknown => {
+                    log::info!("a reply of {len} bytes from {server} answers no probe awaited");
+                    return Ok(());
+                }
+            };
+            return write_out(out, line.as_bytes());
+        }
+        let line = match reply {
             Reply::Matched { seq, rtt, late, .. } => {
                 let time = rtt.map_or(String::new(), |rtt| format!(" time={}", Ms(rtt)));
                 let late = if late { " (late)" } else { "" };

@@ -22,6 +22,15 @@ pub enum Mode {
     Sink,
 }
 
+/// How the server shows what it does on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// The tutorial's lines, for people.
+    Human,
+    /// JSON Lines: one object per event (docs/output.schema.json), for jq and scripts.
+    Json,
+}
+
 /// How the server reads datagrams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Encoding {
@@ -98,6 +107,12 @@ pub struct Args {
     #[arg(long, short)]
     pub quiet: bool,
 
+    /// stdout as the tutorial's lines (human) or as JSON Lines (json: `listening`, one
+    /// `datagram` object per datagram, `summary`, `exit`; docs/output.schema.json). Errors and
+    /// log lines stay text on stderr, as does the `listening on udp ADDR` line
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Output::Human)]
+    pub output: Output,
+
     /// Threads serving the address, each with its own socket (SO_REUSEPORT, Linux only; 1-64).
     /// A peer always reaches the same worker; access numbers and the summary cover them all
     #[arg(long, value_name = "N", default_value_t = 1,
@@ -126,6 +141,8 @@ pub struct Config {
     pub buffer: usize,
     /// No per-datagram lines on stdout.
     pub quiet: bool,
+    /// The tutorial's lines or JSON Lines on stdout.
+    pub output: Output,
     /// The per-source rate limit, if any.
     pub rate_limit: Option<RateLimit>,
     /// Threads serving the address, each with its own socket.
@@ -179,6 +196,7 @@ impl Config {
             encoding: Encoding::Auto,
             buffer: proto::MAX_BUFFER,
             quiet: false,
+            output: Output::Human,
             rate_limit: RateLimit::for_bind(bind, None),
             workers: 1,
             cache: CacheLimits::default(),
@@ -218,6 +236,7 @@ impl From<&Args> for Config {
             encoding: args.encoding,
             buffer: usize::from(args.buffer),
             quiet: args.quiet,
+            output: args.output,
             rate_limit: RateLimit::for_bind(args.bind, args.rate_limit),
             workers: usize::from(args.workers),
             cache: CacheLimits::default(),

@@ -9,7 +9,7 @@
 //! `recvmmsg` on Linux); each goes to the [`Core`], which decides without any I/O what it gets
 //! (an [`Event`] and maybe an answer); the loop sends the batch's answers (one `sendmmsg`),
 //! then hands the events to a [`Sink`], such as [`TutorialLines`], the tutorial's words on
-//! stdout through a bounded [`LineQueue`]. Workers share only the [`AccessCounter`] (so access
+//! stdout through a bounded [`LineQueue`], or [`JsonLines`] (`--output json`). Workers share only the [`AccessCounter`] (so access
 //! numbers are unique), the per-IP policies and the [`GroupClaims`] ([`Shared`]).
 //!
 //! `main.rs` only parses arguments into a [`Config`], starts the [`Console`], installs the
@@ -28,6 +28,7 @@ mod args;
 mod arrivals;
 mod core;
 mod error;
+mod json_lines;
 mod loop_guard;
 mod output;
 mod rate_limit;
@@ -40,10 +41,11 @@ mod sys;
 mod timeline;
 
 pub use amplification::{AMPLIFICATION_FACTOR, AmplificationBudget, wire_len};
-pub use args::{Args, Config, Encoding, MAX_DURATION, Mode, RateLimit};
+pub use args::{Args, Config, Encoding, MAX_DURATION, Mode, Output, RateLimit};
 pub use arrivals::Arrivals;
 pub use core::{Answer, Core, Event, Handled};
 pub use error::Error;
+pub use json_lines::JsonLines;
 pub use loop_guard::{FIRST_CLIENT_PORT, LoopCause, LoopGuard, REPEAT_LIMIT, REPEAT_WINDOW};
 pub use output::{Console, LineQueue, Pushed, QUEUE_BYTES};
 pub use rate_limit::{RateLimiter, RateReport};
@@ -60,10 +62,14 @@ use std::sync::atomic::AtomicBool;
 /// serves until `stop` is set, and returns the books, with the output lines dropped so far.
 pub fn run(config: Config, stop: &AtomicBool, console: &Console) -> Result<Summary, Error> {
     let mut server = Server::bind(config)?;
+    let bound = server.local_addr();
     console
         .stderr
-        .push(format!("listening on udp {}\n", server.local_addr()).as_bytes());
+        .push(format!("listening on udp {bound}\n").as_bytes());
     let config = server.config().clone();
+    if config.output == Output::Json {
+        console.stdout.push(&JsonLines::listening(bound));
+    }
     if !config.bind.ip().to_canonical().is_loopback() {
         log::warn!(
             "bound to {}, which is reachable from the network, not only from this machine; \
@@ -76,10 +82,15 @@ pub fn run(config: Config, stop: &AtomicBool, console: &Console) -> Result<Summa
         );
     }
     if !config.quiet {
-        server = server.with_sink(Box::new(TutorialLines::new(
-            &config,
-            console.stdout.clone(),
-        )));
+        server = match config.output {
+            Output::Human => server.with_sink(Box::new(TutorialLines::new(
+                &config,
+                console.stdout.clone(),
+            ))),
+            Output::Json => {
+                server.with_sink(Box::new(JsonLines::new(bound, console.stdout.clone())))
+            }
+        };
     }
     let mut summary = server.run(stop)?;
     summary.lines_dropped = console.dropped();

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use server::{Console, LineQueue};
+use server::{Console, JsonLines, LineQueue};
 
 /// How long the output queues get to drain at exit. Whatever stdout is doing (a blocked pipe,
 /// a paused terminal), the server exits within this after it stops serving.
@@ -28,17 +28,27 @@ fn main() -> ExitCode {
     if let Err(e) = catch_stop_signals(&stop) {
         log::warn!("cannot catch SIGINT/SIGTERM ({e}); stop the server with SIGKILL instead");
     }
+    let json = args.output == server::Output::Json;
     let code = match server::run(server::Config::from(&args), &stop, &console) {
         Ok(summary) => {
             console
                 .stderr
                 .push(format!("summary: {summary}\n").as_bytes());
+            if json {
+                console.stdout.push(&JsonLines::summary(&summary));
+                console.stdout.push(&JsonLines::exit(0, None));
+            }
             // SIGINT and SIGTERM are how a server is meant to stop: success, as service
             // managers expect.
             ExitCode::SUCCESS
         }
         Err(e) => {
             console.stderr.push(format!("error: {e}\n").as_bytes());
+            if json {
+                console
+                    .stdout
+                    .push(&JsonLines::exit(1, Some(&e.to_string())));
+            }
             ExitCode::FAILURE
         }
     };

@@ -451,7 +451,8 @@ impl Worker {
         for d in &decided {
             log::debug!("{}: {}", d.peer, d.handled.event);
             if let Some(sink) = &mut sink {
-                sink.event(d.peer, &d.handled.event);
+                let len = metas.get(d.slot).map_or(0, |meta| meta.len);
+                sink.datagram(d.peer, d.local, len, &d.handled.event);
             }
         }
         drop(sink);

@@ -1,12 +1,13 @@
 //! Output sinks: what the receive loop shows of each datagram's [`Event`].
 //!
-//! The loop hands every event to a [`Sink`] after the answer is sent. Today's one is
-//! [`TutorialLines`], the tutorial's words on stdout; other views of the conversation (JSON
-//! Lines, a hexdump, a capture) attach the same way. A sink must never block the loop: the
-//! tutorial's lines go through a [`LineQueue`], which drops and counts rather than waits.
+//! The loop hands every event to a [`Sink`] after the answer is sent: [`TutorialLines`], the
+//! tutorial's words on stdout, or [`JsonLines`](crate::JsonLines) (`--output json`); other
+//! views of the conversation (a hexdump, a capture) attach the same way. A sink must never
+//! block the loop: the lines go through a [`LineQueue`], which drops and counts rather than
+//! waits.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use proto::text::Printable;
 
@@ -18,6 +19,14 @@ use crate::{Config, Mode};
 pub trait Sink {
     /// Shows what happened to one datagram from `peer`.
     fn event(&mut self, peer: SocketAddr, event: &Event<'_>);
+
+    /// Shows what happened to one datagram of `len` bytes from `peer`, sent to `local` when the
+    /// socket reports it (wildcard binds). Sinks that show only the event need not implement
+    /// it; the receive loop calls this one.
+    fn datagram(&mut self, peer: SocketAddr, local: Option<IpAddr>, len: usize, event: &Event<'_>) {
+        let _ = (local, len);
+        self.event(peer, event);
+    }
 }
 
 /// The tutorial's per-datagram lines, as `udp-server2.py` (count mode) or `udp-server1.py`

@@ -460,15 +460,16 @@ pub fn generate(
     }
 }
 
-/// Reads `udptalk-client bench --output json`'s one object.
+/// Reads `udptalk-client bench --output json`'s result: its `bench` line (an `exit` line
+/// follows it).
 pub fn parse_bench(stdout: &[u8]) -> Result<Load, String> {
     let text = String::from_utf8_lossy(stdout);
     let object: Value = text
         .lines()
-        .rev()
-        .find(|line| line.trim_start().starts_with('{'))
-        .and_then(|line| serde_json::from_str(line).ok())
-        .ok_or_else(|| format!("no JSON object on stdout: {:?}", text.trim_end()))?;
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        // `kind` is the tag the bench's result had before JSON Lines: older builds print it.
+        .find(|object| object["event"] == "bench" || object["kind"] == "bench")
+        .ok_or_else(|| format!("no `bench` JSON line on stdout: {:?}", text.trim_end()))?;
     let number = |path: &[&str]| -> Result<f64, String> {
         let mut value = &object;
         for key in path {
@@ -663,7 +664,8 @@ sockperf: ---> percentile 50.000 =   88.260
 
     #[test]
     fn bench_result_is_read() -> Result<(), String> {
-        let line = br#"{"kind":"bench","server":"127.0.0.1:9","mode":"closed","encoding":"plain","window":32,"size":14,"duration_s":1.0,"sent":1000,"received":1000,"lost":0,"duplicated":0,"reordered":0,"replies_per_s":999.5,"rtt_us":{"min":5,"mean":9.5,"p50":9,"p90":12,"p99":20,"p999":40,"max":90},"highest_access":1200,"sink":null,"warmup_sent":200,"warmup_received":200}"#;
+        let line = br#"{"kind":"bench","server":"127.0.0.1:9","mode":"closed","encoding":"plain","window":32,"size":14,"duration_s":1.0,"sent":1000,"received":1000,"lost":0,"duplicated":0,"reordered":0,"replies_per_s":999.5,"rtt_us":{"min":5,"mean":9.5,"p50":9,"p90":12,"p99":20,"p999":40,"max":90},"highest_access":1200,"sink":null,"warmup_sent":200,"warmup_received":200}
+{"event":"exit","code":0,"end":"finished"}"#;
         let load = parse_bench(line)?;
         assert_eq!((load.sent, load.received, load.lost), (1000, 1000, 0));
         assert_eq!((load.p50_us, load.p99_us), (9.0, 20.0));

@@ -3,18 +3,20 @@
 //! Rows run a few at a time on scoped threads and are printed in table order as they finish.
 //! A row whose tool or address family is missing is skipped with the reason.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{Family, Row, Sender, Target, rows};
 use crate::Bins;
 use crate::peers::{self, Output, Proc, Server, indent};
+use crate::schema::OutputSchema;
 use crate::tally::{Outcome, Tally};
 
 /// Rows running at once: the machines we target have 2 cores, and most of a row is waiting.
@@ -35,6 +37,10 @@ struct Env {
     socat: Result<PathBuf, String>,
     python: Result<PathBuf, String>,
     seed: Result<PathBuf, String>,
+    /// docs/output.schema.json, for the `--output json` rows.
+    schema: OutputSchema,
+    /// The kinds of JSON line the rows printed (`datagram/counted`…) and how many lines.
+    json_seen: Mutex<(BTreeSet<String>, usize)>,
 }
 
 impl Env {
@@ -53,6 +59,8 @@ impl Env {
             } else {
                 Err(format!("{} is missing", seed.display()))
             },
+            schema: OutputSchema::load()?,
+            json_seen: Mutex::new((BTreeSet::new(), 0)),
         })
     }
 
@@ -149,11 +157,31 @@ pub fn run(filter: Option<&str>, tally: &mut Tally) -> Result<(), String> {
         }
     });
 
+    // Every kind of JSON line, from the real programs.
+    let name = "v4 --output json: every kind of line appears and validates";
+    if filter.is_none_or(|filter| name.contains(filter)) {
+        let outcome = match super::json_events::play(&env.bins, &env.schema) {
+            Ok((problems, _)) if !problems.is_empty() => Outcome::Fail(problems),
+            Ok((_, figures)) => Outcome::Pass(Some(figures)),
+            Err(error) => Outcome::Fail(vec![error]),
+        };
+        tally.record(name, outcome);
+    }
+
     println!(
         "matrix: {} rows in {:.1}s, up to {parallel} at once",
         rows.len(),
         started.elapsed().as_secs_f64()
     );
+    let (kinds, lines) = &*env.json_seen.lock().unwrap_or_else(PoisonError::into_inner);
+    if *lines > 0 {
+        let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+        println!(
+            "matrix --output json: {lines} lines valid against {}, of kinds {}",
+            crate::schema::SCHEMA_PATH,
+            kinds.join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -212,6 +240,15 @@ fn try_play(row: &Row, env: &Env) -> Result<Vec<String>, String> {
 
     let mut problems = Vec::new();
     check_client(row, &client, &mut problems);
+    if row.json {
+        if matches!(row.client, Sender::Ours { .. }) {
+            check_json(env, "client", &client, client.code(), &mut problems);
+        }
+        if let (Target::Ours(_), Some(server)) = (&row.server, &server) {
+            let code = server.code().filter(|_| waited);
+            check_json(env, "server", server, code, &mut problems);
+        }
+    }
     if let Some(Err(error)) = &probe {
         problems.push(format!("probe after the client: {error}"));
     }
@@ -244,6 +281,9 @@ fn start_target(row: &Row, env: &Env, ip: IpAddr) -> Result<(Running, SocketAddr
             full.extend(args.iter().cloned());
             if !args.iter().any(|arg| arg == "--idle") {
                 full.extend(["--idle".to_owned(), BACKSTOP_IDLE.to_owned()]);
+            }
+            if row.json {
+                full.extend(["--output".to_owned(), "json".to_owned()]);
             }
             let server = Server::spawn(&env.bins.server, &full)?;
             let (addr, shown) = (server.addr, server.shown.clone());
@@ -283,6 +323,9 @@ fn client_command(row: &Row, env: &Env, addr: SocketAddr) -> Result<(Command, St
         Sender::Ours { args, messages } => {
             let mut command = Command::new(&env.bins.client);
             command.arg("--server").arg(addr.to_string()).args(args);
+            if row.json {
+                command.args(["--output", "json"]);
+            }
             if !messages.is_empty() {
                 command.arg("--");
                 command.args(
@@ -350,7 +393,9 @@ fn check_client(row: &Row, client: &Output, problems: &mut Vec<String>) {
     }
     let lines = client.stdout_lines();
     let mut rest = lines.iter();
-    for expected in &row.replies {
+    // Our client's human lines are the human row's to check.
+    let json_client = row.json && matches!(row.client, Sender::Ours { .. });
+    for expected in row.replies.iter().filter(|_| !json_client) {
         if !rest.any(|line| expected.matches(line)) {
             problems.push(format!(
                 "client stdout: expected a line {expected} (in order)"
@@ -386,7 +431,7 @@ fn check_server(row: &Row, server: &Output, waited: bool, problems: &mut Vec<Str
             ));
         }
     }
-    if let Some(expected) = &row.server_line {
+    if let Some(expected) = row.server_line.as_ref().filter(|_| !row.json) {
         if !server
             .stdout_lines()
             .iter()
@@ -402,6 +447,53 @@ fn check_server(row: &Row, server: &Output, waited: bool, problems: &mut Vec<Str
             .any(|line| expected.matches(line))
         {
             problems.push(format!("server stderr: expected a line {expected}"));
+        }
+    }
+}
+
+/// Checks one of our programs' `--output json` stdout: every line valid against the schema,
+/// the server's first line `listening`, and, when the program ended by itself with exit code
+/// `code`, its last line `exit` with that code.
+fn check_json(
+    env: &Env,
+    who: &str,
+    output: &Output,
+    code: Option<i32>,
+    problems: &mut Vec<String>,
+) {
+    let lines = output.stdout_lines();
+    let mut kinds = BTreeSet::new();
+    let (invalid, valid) = env.schema.check_stdout(who, &lines, &mut kinds);
+    problems.extend(invalid.into_iter().take(3));
+    {
+        let mut seen = env.json_seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.0.extend(kinds);
+        seen.1 += valid.len();
+    }
+    let event = |value: Option<&serde_json::Value>| {
+        value
+            .and_then(|value| value["event"].as_str())
+            .unwrap_or("nothing")
+            .to_owned()
+    };
+    if who == "server" && event(valid.first()) != "listening" {
+        problems.push(format!(
+            "server --output json: the first line is {}, not `listening`",
+            event(valid.first())
+        ));
+    }
+    if let Some(code) = code {
+        let last = valid.last();
+        let exit = last.filter(|value| value["event"] == "exit");
+        match exit.and_then(|exit| exit["code"].as_i64()) {
+            Some(got) if got == i64::from(code) => {}
+            Some(got) => problems.push(format!(
+                "{who} --output json: `exit` says code {got}, the process exited {code}"
+            )),
+            None => problems.push(format!(
+                "{who} --output json: the last line is {}, not `exit`",
+                event(last)
+            )),
         }
     }
 }

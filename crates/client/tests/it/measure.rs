@@ -68,8 +68,15 @@ fn sink() -> Result<Peer> {
     })
 }
 
+/// The `bench` line of `--output json` (an `exit` line follows it).
 fn json_output(stdout: &[u8]) -> Result<serde_json::Value> {
-    Ok(serde_json::from_slice(stdout)?)
+    for line in String::from_utf8_lossy(stdout).lines() {
+        let value: serde_json::Value = serde_json::from_str(line)?;
+        if value["event"] == "bench" {
+            return Ok(value);
+        }
+    }
+    Err(format!("no bench line in {}", String::from_utf8_lossy(stdout)).into())
 }
 
 /// Runs `bench --server SERVER ARGS --output json`, checks that it exits `code`, and returns
