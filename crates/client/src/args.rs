@@ -2,12 +2,13 @@
 
 use std::ffi::OsString;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::probes::{Payload, min_size};
-use crate::{BenchConfig, Error, PingConfig};
+use crate::{BenchConfig, Capture, Error, PingConfig};
 
 /// The longest `--timeout` or `--deadline` accepted: a year. Longer ones are refused at once,
 /// rather than overflow the clock when added to the present (`Instant + Duration` panics).
@@ -92,6 +93,17 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = 65_535,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub buffer: u16,
+
+    /// Write every datagram sent and received to FILE, a pcap capture (LINKTYPE_RAW, made-up
+    /// IPv4/IPv6 and UDP headers with the real addresses and ports) that `tshark -r FILE` and
+    /// Wireshark open; no root needed. The file is replaced
+    #[arg(long, value_name = "FILE", global = true)]
+    pub pcap: Option<PathBuf>,
+
+    /// Show every datagram sent and received on stdout as offset, hex and ASCII lines (like
+    /// `tcpdump -X`), beside the usual lines
+    #[arg(long, global = true)]
+    pub hexdump: bool,
 
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
     #[arg(long, short, action = clap::ArgAction::Count, global = true)]
@@ -216,6 +228,8 @@ pub struct Config {
     pub buffer: usize,
     /// Bound on the whole run, from its start.
     pub deadline: Option<Duration>,
+    /// Copies of the datagrams (`--pcap`, `--hexdump`).
+    pub capture: Capture,
 }
 
 impl Config {
@@ -228,6 +242,7 @@ impl Config {
             encoding: Encoding::Plain,
             buffer: proto::MAX_BUFFER,
             deadline: None,
+            capture: Capture::default(),
         }
     }
 
@@ -251,6 +266,7 @@ impl Config {
             encoding: args.encoding,
             buffer: usize::from(args.buffer),
             deadline: args.deadline,
+            capture: Capture::from_args(args),
         })
     }
 }
@@ -268,6 +284,7 @@ impl PingConfig {
             interval: ping.interval,
             count: ping.count,
             size,
+            capture: Capture::from_args(args),
         })
     }
 }
@@ -320,7 +337,18 @@ impl BenchConfig {
             rate: bench.rate,
             jitter: bench.jitter,
             warmup: bench.warmup,
+            capture: Capture::from_args(args),
         })
+    }
+}
+
+impl Capture {
+    /// `--pcap` and `--hexdump`.
+    fn from_args(args: &Args) -> Capture {
+        Capture {
+            pcap: args.pcap.clone(),
+            hexdump: args.hexdump,
+        }
     }
 }
 

@@ -117,7 +117,9 @@ impl CaptureFile {
         let mut file = File::create(path).map_err(fail)?;
         let mut header = Vec::new();
         Pcap::file_header(&mut header);
-        file.write_all(&header).and_then(|()| file.flush()).map_err(fail)?;
+        file.write_all(&header)
+            .and_then(|()| file.flush())
+            .map_err(fail)?;
         let shown = path.display().to_string();
         let queue = LineQueue::spawn(file, CAPTURE_QUEUE_BYTES, move |e| {
             log::warn!("cannot write the capture {shown} ({e}): capture stopped, serving goes on");
@@ -160,7 +162,12 @@ impl Tap {
     }
 
     /// Records a datagram received from `peer` at `local`.
-    pub(crate) fn record_received(&mut self, peer: SocketAddr, local: Option<IpAddr>, datagram: &[u8]) {
+    pub(crate) fn record_received(
+        &mut self,
+        peer: SocketAddr,
+        local: Option<IpAddr>,
+        datagram: &[u8],
+    ) {
         let local = self.local(local);
         let at = self.received_at;
         self.record(at, peer, local, datagram);
