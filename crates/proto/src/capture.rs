@@ -10,7 +10,8 @@
 //! Like the rest of proto this does no I/O: [`Pcap`] writes the file's header and its records
 //! into the caller's buffer, with the timestamp the caller read; each program decides where the
 //! bytes go (the client to a buffered file, the server through a bounded queue to a writer
-//! thread). [`hexdump`] writes a datagram's lines for a terminal.
+//! thread). [`hexdump`] writes a datagram's lines for a terminal. [`read_capture`] reads a
+//! capture back from its bytes, checking every length and checksum (the programs' tests use it).
 //!
 //! Nothing here panics, whatever the addresses, the payload or its length.
 
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use byteorder_slice::LittleEndian;
 use etherparse::{IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, UdpHeader};
-use pcap_file::pcap::{PcapHeader, PcapPacket};
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapParser};
 use pcap_file::{DataLink, Endianness, TsResolution};
 
 /// The capture's snapshot length: 262,144 bytes, tcpdump's default. It must hold the longest
@@ -172,6 +173,100 @@ fn v6(ip: IpAddr) -> Ipv6Addr {
         IpAddr::V4(v4) => v4.to_ipv6_mapped(),
         IpAddr::V6(v6) => v6,
     }
+}
+
+/// A datagram read back from a capture by [`read_capture`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    /// When it was recorded, since the Unix epoch (to the microsecond).
+    pub at: Duration,
+    /// Its sender.
+    pub src: SocketAddr,
+    /// Its receiver.
+    pub dst: SocketAddr,
+    /// The payload, as far as it was recorded.
+    pub payload: Vec<u8>,
+    /// The payload's real length, as its UDP header says.
+    pub len: usize,
+    /// Whether the frame is consistent: the IP and UDP lengths agree with each other and with
+    /// the record's original length, and the checksums (IPv4 header, UDP over the
+    /// pseudo-header) are right. A datagram recorded cut cannot have its UDP checksum checked:
+    /// it must then be 0.
+    pub valid: bool,
+}
+
+/// Reads the datagrams of a capture file written by [`Pcap`] (a classic pcap of LINKTYPE_RAW
+/// frames, each an IPv4 or IPv6 packet carrying UDP). Fails, saying why, on anything else.
+pub fn read_capture(file: &[u8]) -> Result<Vec<Captured>, String> {
+    let (mut rest, parser) = PcapParser::new(file).map_err(|e| format!("not a pcap file: {e}"))?;
+    let header = parser.header();
+    if header.datalink != DataLink::RAW {
+        return Err(format!("link type {:?}, not RAW (101)", header.datalink));
+    }
+    let mut datagrams = Vec::new();
+    while !rest.is_empty() {
+        let (after, packet) = parser
+            .next_packet(rest)
+            .map_err(|e| format!("record {}: {e}", datagrams.len() + 1))?;
+        rest = after;
+        let frame = read_frame(&packet.data, packet.orig_len as usize)
+            .map_err(|e| format!("record {}: {e}", datagrams.len() + 1))?;
+        datagrams.push(Captured {
+            at: packet.timestamp,
+            ..frame
+        });
+    }
+    Ok(datagrams)
+}
+
+fn read_frame(data: &[u8], orig_len: usize) -> Result<Captured, String> {
+    let (src, dst, udp_bytes, ip_ok, total, udp) = match data.first().map(|b| b >> 4) {
+        Some(4) => {
+            let (ip, rest) = Ipv4Header::from_slice(data).map_err(|e| e.to_string())?;
+            if ip.protocol != IpNumber::UDP {
+                return Err(format!("IPv4 protocol {:?}, not UDP", ip.protocol));
+            }
+            let (udp, _) = UdpHeader::from_slice(rest).map_err(|e| e.to_string())?;
+            let ok = ip.header_checksum == ip.calc_header_checksum()
+                && usize::from(ip.total_len) == ip.header_len() + usize::from(udp.length);
+            let total = usize::from(ip.total_len);
+            let src = SocketAddr::from((ip.source, udp.source_port));
+            let dst = SocketAddr::from((ip.destination, udp.destination_port));
+            let payload = &rest[UdpHeader::LEN..];
+            let sum = udp.calc_checksum_ipv4(&ip, payload).ok();
+            (src, dst, payload, ok, total, (udp, sum))
+        }
+        Some(6) => {
+            let (ip, rest) = Ipv6Header::from_slice(data).map_err(|e| e.to_string())?;
+            if ip.next_header != IpNumber::UDP {
+                return Err(format!("IPv6 next header {:?}, not UDP", ip.next_header));
+            }
+            let (udp, _) = UdpHeader::from_slice(rest).map_err(|e| e.to_string())?;
+            let ok = ip.payload_length == udp.length;
+            let total = Ipv6Header::LEN + usize::from(ip.payload_length);
+            let src = SocketAddr::from((ip.source, udp.source_port));
+            let dst = SocketAddr::from((ip.destination, udp.destination_port));
+            let payload = &rest[UdpHeader::LEN..];
+            let sum = udp.calc_checksum_ipv6(&ip, payload).ok();
+            (src, dst, payload, ok, total, (udp, sum))
+        }
+        _ => return Err("neither IPv4 nor IPv6".to_owned()),
+    };
+    let (udp, sum) = udp;
+    let len = usize::from(udp.length).saturating_sub(UdpHeader::LEN);
+    let checksum_ok = if udp_bytes.len() == len {
+        sum == Some(udp.checksum)
+    } else {
+        udp.checksum == 0
+    };
+    Ok(Captured {
+        at: Duration::ZERO,
+        src,
+        dst,
+        payload: udp_bytes.to_vec(),
+        len,
+        valid: ip_ok && checksum_ok && total == orig_len && udp_bytes.len() <= len,
+    })
 }
 
 /// Which way a datagram went, from the program's side.
@@ -357,6 +452,50 @@ mod tests {
             (1_800_000_000, 123_456, 50, 50)
         );
         assert_eq!(record.len(), 16 + 50);
+    }
+
+    #[test]
+    fn a_capture_reads_back_as_written() -> Result<(), String> {
+        let mut file = Vec::new();
+        Pcap::file_header(&mut file);
+        let mut pcap = Pcap::new();
+        let at = Duration::new(1_800_000_000, 5_000);
+        let (a, b) = (addr("127.0.0.1:54321"), addr("127.0.0.1:50000"));
+        let (c, d) = (addr("[::1]:1"), addr("[::1]:2"));
+        pcap.record(at, a, b, b"Hello Server!!", 14, &mut file);
+        pcap.record(at, d, c, b"cut", 3000, &mut file);
+        let read = read_capture(&file)?;
+        assert_eq!(
+            read,
+            vec![
+                Captured {
+                    at,
+                    src: a,
+                    dst: b,
+                    payload: b"Hello Server!!".to_vec(),
+                    len: 14,
+                    valid: true
+                },
+                Captured {
+                    at,
+                    src: d,
+                    dst: c,
+                    payload: b"cut".to_vec(),
+                    len: 3000,
+                    valid: true
+                },
+            ]
+        );
+        // One flipped payload bit breaks the first datagram's UDP checksum; the cut one has
+        // none to break.
+        file[24 + 16 + 28] ^= 1;
+        let read = read_capture(&file)?;
+        assert_eq!((read[0].valid, read[1].valid), (false, true));
+        assert!(
+            read_capture(&file[..30]).is_err(),
+            "a record cut short is refused"
+        );
+        Ok(())
     }
 
     #[test]
