@@ -3,9 +3,10 @@
 //!
 //! A batch goes in three steps, so that output never delays an answer: every datagram is
 //! decided ([`Core::handle`]), all answers go out (one `sendmmsg` on Linux), then the events go
-//! to the sink. Nothing is allocated per batch or per datagram in steady state: the buffers are
-//! made once, and the events of a batch, which borrow its receive buffers, live in a vector
-//! whose allocation is handed from batch to batch ([`recycle`]).
+//! to the sink (and, with `--pcap` or `--hexdump`, the datagrams to the worker's [`Tap`]).
+//! Nothing is allocated per batch or per datagram in steady state: the buffers are made once,
+//! and the events of a batch, which borrow its receive buffers, live in a vector whose
+//! allocation is handed from batch to batch ([`recycle`]).
 
 use std::io;
 use std::mem;
@@ -16,9 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use proto::RECV_BUFFER;
-use proto::text::canonical_peer;
-
 use proto::capture::Direction;
+use proto::text::canonical_peer;
 
 use crate::capture::{Capture, Tap};
 use crate::core::{Answer, Core, Handled};
