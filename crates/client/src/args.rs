@@ -2,12 +2,13 @@
 
 use std::ffi::OsString;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::probes::{Payload, min_size};
-use crate::{BenchConfig, Error, PingConfig};
+use crate::{BenchConfig, Capture, Error, PingConfig};
 
 /// The longest `--timeout` or `--deadline` accepted: a year. Longer ones are refused at once,
 /// rather than overflow the clock when added to the present (`Instant + Duration` panics).
@@ -99,6 +100,16 @@ pub struct Args {
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Output::Human,
           global = true)]
     pub output: Output,
+    /// Write every datagram sent and received to FILE, a pcap capture (LINKTYPE_RAW, made-up
+    /// IPv4/IPv6 and UDP headers with the real addresses and ports) that `tshark -r FILE` and
+    /// Wireshark open; no root needed. The file is replaced
+    #[arg(long, value_name = "FILE", global = true)]
+    pub pcap: Option<PathBuf>,
+
+    /// Show every datagram sent and received on stdout as offset, hex and ASCII lines (like
+    /// `tcpdump -X`), beside the usual lines
+    #[arg(long, global = true)]
+    pub hexdump: bool,
 
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
     #[arg(long, short, action = clap::ArgAction::Count, global = true)]
@@ -221,6 +232,8 @@ pub struct Config {
     pub deadline: Option<Duration>,
     /// The tutorial's lines or JSON Lines on stdout.
     pub output: Output,
+    /// Copies of the datagrams (`--pcap`, `--hexdump`).
+    pub capture: Capture,
 }
 
 impl Config {
@@ -234,6 +247,7 @@ impl Config {
             buffer: proto::MAX_BUFFER,
             deadline: None,
             output: Output::Human,
+            capture: Capture::default(),
         }
     }
 
@@ -258,6 +272,7 @@ impl Config {
             buffer: usize::from(args.buffer),
             deadline: args.deadline,
             output: args.output,
+            capture: Capture::from_args(args),
         })
     }
 }
@@ -276,6 +291,7 @@ impl PingConfig {
             count: ping.count,
             size,
             output: args.output,
+            capture: Capture::from_args(args),
         })
     }
 }
@@ -328,7 +344,18 @@ impl BenchConfig {
             rate: bench.rate,
             jitter: bench.jitter,
             warmup: bench.warmup,
+            capture: Capture::from_args(args),
         })
+    }
+}
+
+impl Capture {
+    /// `--pcap` and `--hexdump`.
+    fn from_args(args: &Args) -> Capture {
+        Capture {
+            pcap: args.pcap.clone(),
+            hexdump: args.hexdump,
+        }
     }
 }
 

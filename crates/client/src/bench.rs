@@ -22,7 +22,7 @@ use proto::probe::{SINK_REPORT_QUERY, SinkReport};
 
 use crate::probes::{self, Payload, Requests};
 use crate::sys::{Batch, Socket};
-use crate::{Encoding, Error, Interruption, Reply, SLICE, Stop, Tally, Window};
+use crate::{Capture, Encoding, Error, Interruption, Reply, SLICE, Stop, Tally, Window};
 
 /// How often the progress bar and [`Stop`] are looked at: ten times a second.
 const TICK: Duration = Duration::from_millis(100);
@@ -53,6 +53,8 @@ pub struct BenchConfig {
     pub jitter: Option<Duration>,
     /// Unmeasured run first.
     pub warmup: Duration,
+    /// Copies of the datagrams (`--pcap`, `--hexdump`).
+    pub capture: Capture,
 }
 
 /// What a bench measured.
@@ -100,7 +102,8 @@ impl BenchResult {
 /// Runs the bench of `config` until its duration or count is done, or `stop` says to stop.
 pub fn bench(config: &BenchConfig, stop: &Stop) -> Result<BenchResult, Error> {
     let requests = Requests::new(config.encoding, config.payload.clone());
-    let socket = Socket::connect(config.server)?;
+    let mut socket = Socket::connect(config.server)?;
+    socket.set_tap(config.capture.start()?);
     let batch_size = match config.rate {
         Some(_) => MAX_BATCH,
         None => config.window.clamp(1, MAX_BATCH),

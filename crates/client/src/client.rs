@@ -133,8 +133,10 @@ impl Client {
             reason: "no address".to_owned(),
         })?;
         let first_id = rand::random_range(1..=proto::MAX_ID);
+        let mut socket = Socket::connect(first)?;
+        socket.set_tap(config.capture.start()?);
         Ok(Client {
-            socket: Socket::connect(first)?,
+            socket,
             backoff: Backoff {
                 timeout: config.timeout,
                 retries: config.retries,
@@ -378,7 +380,9 @@ impl Client {
         }
         log::info!("{refused}; trying the server's next address");
         self.current = (self.current + 1) % self.config.servers.len();
+        let tap = self.socket.take_tap();
         self.socket = Socket::connect(self.peer())?;
+        self.socket.set_tap(tap);
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use proto::DecodeError;
 use proto::text::Printable;
@@ -78,6 +79,14 @@ pub enum Error {
     Socket {
         /// What was being done.
         doing: &'static str,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// Occurs when the `--pcap` file cannot be created or written (a folder that does not exist,
+    /// no permission, a full disk).
+    Capture {
+        /// The file asked for.
+        path: PathBuf,
         /// What the system said.
         source: io::Error,
     },
@@ -230,6 +239,12 @@ impl fmt::Display for Error {
                 "socket error while {doing}: {source}; check the network settings, or try \
                  again"
             ),
+            Error::Capture { path, source } => write!(
+                f,
+                "cannot write the capture file {}: {source}; nothing was sent: check that its \
+                 folder exists and is writable, or give another --pcap FILE",
+                path.display()
+            ),
             Error::Stdin { source } => write!(
                 f,
                 "cannot read standard input: {source}; give the messages as arguments instead"
@@ -245,9 +260,10 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Socket { source, .. } | Error::Stdin { source } | Error::Stdout { source } => {
-                Some(source)
-            }
+            Error::Socket { source, .. }
+            | Error::Capture { source, .. }
+            | Error::Stdin { source }
+            | Error::Stdout { source } => Some(source),
             _ => None,
         }
     }

@@ -8,12 +8,16 @@
 //! tutorial's lines and returns the run's [`Report`] and how it ended: [`End::Finished`],
 //! [`End::Interrupted`] (a signal, or `--deadline`, seen by [`Stop`]), or an [`Error`].
 //!
+//! With `--pcap FILE` or `--hexdump` ([`Capture`]), the socket hands a copy of every datagram
+//! it sends and receives to a tap: a pcap record in the file, a hex dump on stdout.
+//!
 //! `main.rs` only parses arguments into a [`Config`], calls [`run`] and decides the exit code
 //! from what it returns. The operating system is called from `sys.rs` alone.
 
 mod args;
 mod backoff;
 mod bench;
+mod capture;
 mod client;
 mod error;
 mod input;
@@ -31,6 +35,7 @@ pub use args::{
 };
 pub use backoff::Backoff;
 pub use bench::{BenchConfig, BenchResult, bench};
+pub use capture::Capture;
 pub use client::{Client, Exchange, NoReply, Outcome, Outgoing};
 pub use error::{Error, Which};
 pub use input::Input;

@@ -141,6 +141,7 @@ fn exit_code(report: &Report, end: &Result<End, Error>) -> u8 {
             Error::NotEnvelope { .. }
             | Error::UnreadableEnvelope { .. }
             | Error::Socket { .. }
+            | Error::Capture { .. }
             | Error::Stdin { .. }
             | Error::Stdout { .. },
         ) => 1,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::json_lines;
 use crate::probes::{self, Payload, Requests};
 use crate::sys::{self, Socket};
-use crate::{Encoding, Error, Interruption, Output, Reply, SLICE, Stop, Tally, Window};
+use crate::{Capture, Encoding, Error, Interruption, Output, Reply, SLICE, Stop, Tally, Window};
 
 /// Everything `ping` needs, checked.
 #[derive(Debug, Clone)]
@@ -31,6 +31,8 @@ pub struct PingConfig {
     pub size: usize,
     /// ping(8)'s lines, or JSON Lines.
     pub output: Output,
+    /// Copies of the datagrams (`--pcap`, `--hexdump`).
+    pub capture: Capture,
 }
 
 /// How a ping ended: its books, its RTTs and how long it ran.
@@ -57,7 +59,8 @@ impl PingSummary {
 /// stop, printing ping(8)'s lines on `out`; returns the books (printed by [`PingSummary`]'s
 /// `Display`).
 pub fn ping(config: &PingConfig, out: &mut dyn Write, stop: &Stop) -> Result<PingSummary, Error> {
-    let socket = Socket::connect(config.server)?;
+    let mut socket = Socket::connect(config.server)?;
+    socket.set_tap(config.capture.start()?);
     let requests = Requests::new(config.encoding, Payload::Probe { size: config.size });
     // As many probes can be awaited at once as are sent in one timeout.
     let in_flight = (config.timeout.as_secs_f64() / config.interval.as_secs_f64()).ceil();

@@ -19,6 +19,7 @@ use fallback as imp;
 use unix as imp;
 
 use crate::Error;
+use crate::capture::Tap;
 
 /// Most datagrams [`Socket::drain`] discards in one call, so that a peer flooding us cannot keep
 /// the client draining forever.
@@ -32,6 +33,8 @@ pub(crate) struct Socket {
     /// The receive timeout last set: setting it costs a system call, so it is set only when
     /// it changes (a wait is received in slices of the same length).
     timeout: Option<Duration>,
+    /// Gets a copy of every datagram sent and received (`--pcap`, `--hexdump`).
+    tap: Option<Tap>,
 }
 
 /// The receive buffer the socket asks for: 2 MiB, which Linux caps at `net.core.rmem_max` and
@@ -61,7 +64,25 @@ impl Socket {
             socket,
             peer,
             timeout: None,
+            tap: None,
         })
+    }
+
+    /// Copies every datagram from now on to `tap`, which learns this socket's addresses.
+    pub(crate) fn set_tap(&mut self, mut tap: Option<Tap>) {
+        if let Some(tap) = &mut tap {
+            let local = self.socket.local_addr().unwrap_or(match self.peer {
+                SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+                SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+            });
+            tap.connected(local, self.peer);
+        }
+        self.tap = tap;
+    }
+
+    /// The tap, for the socket that replaces this one.
+    pub(crate) fn take_tap(&mut self) -> Option<Tap> {
+        self.tap.take()
     }
 
     /// The peer it is connected to.
@@ -70,10 +91,15 @@ impl Socket {
     }
 
     /// Sends one datagram. A refusal (see [`refused`]) means nothing listens on the peer.
-    pub(crate) fn send(&self, datagram: &[u8]) -> io::Result<()> {
+    pub(crate) fn send(&mut self, datagram: &[u8]) -> io::Result<()> {
         loop {
             match self.socket.send(datagram) {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    if let Some(tap) = &mut self.tap {
+                        tap.sent(datagram);
+                    }
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -92,7 +118,12 @@ impl Socket {
             self.timeout = Some(wait);
         }
         match self.socket.recv(buf) {
-            Ok(len) => Ok(Some(len)),
+            Ok(len) => {
+                if let Some(tap) = &mut self.tap {
+                    tap.received(&buf[..len.min(buf.len())], len);
+                }
+                Ok(Some(len))
+            }
             Err(e)
                 if matches!(
                     e.kind(),
@@ -110,17 +141,32 @@ impl Socket {
     /// Discards the datagrams already waiting, without blocking; returns how many (at most
     /// [`MAX_DRAIN`]). A refusal pending on the socket is returned as the error it is.
     pub(crate) fn drain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        imp::drain(&self.socket, buf, MAX_DRAIN)
+        let tap = &mut self.tap;
+        imp::drain(&self.socket, buf, MAX_DRAIN, &mut |datagram| {
+            if let Some(tap) = tap {
+                tap.received(datagram, datagram.len());
+            }
+        })
     }
 
     /// Sends `datagrams` in as few system calls as the platform allows (one `sendmmsg` on
     /// Linux); returns how many went (fewer when the socket's buffer filled up).
-    pub(crate) fn send_batch(&self, batch: &mut Batch, datagrams: &[Vec<u8>]) -> io::Result<usize> {
+    pub(crate) fn send_batch(
+        &mut self,
+        batch: &mut Batch,
+        datagrams: &[Vec<u8>],
+    ) -> io::Result<usize> {
         let datagrams = &datagrams[..datagrams.len().min(batch.capacity)];
         if datagrams.len() == 1 {
             return self.send(&datagrams[0]).map(|()| 1);
         }
-        imp::send_batch(&self.socket, &mut batch.sys, datagrams)
+        let sent = imp::send_batch(&self.socket, &mut batch.sys, datagrams)?;
+        if let Some(tap) = &mut self.tap {
+            for datagram in datagrams.iter().take(sent) {
+                tap.sent(datagram);
+            }
+        }
+        Ok(sent)
     }
 
     /// Receives what has arrived into `batch`, waiting at most `wait` for the first datagram
@@ -150,6 +196,11 @@ impl Socket {
             flags_nonblocking,
         )?;
         batch.received = received;
+        if let Some(tap) = &mut self.tap {
+            for (datagram, len) in (0..received).filter_map(|i| batch.get(i)) {
+                tap.received(datagram, len);
+            }
+        }
         Ok(received)
     }
 }
@@ -230,11 +281,19 @@ mod unix {
     use crate::Signal;
 
     /// `recv` with `MSG_DONTWAIT`: no switch of the socket to non-blocking mode and back.
-    pub(super) fn drain(socket: &UdpSocket, buf: &mut [u8], max: usize) -> io::Result<usize> {
+    pub(super) fn drain(
+        socket: &UdpSocket,
+        buf: &mut [u8],
+        max: usize,
+        seen: &mut dyn FnMut(&[u8]),
+    ) -> io::Result<usize> {
         let mut drained = 0;
         while drained < max {
             match recv(socket.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
-                Ok(_) => drained += 1,
+                Ok(len) => {
+                    seen(&buf[..len.min(buf.len())]);
+                    drained += 1;
+                }
                 Err(Errno::EAGAIN) => break,
                 Err(Errno::EINTR) => {}
                 Err(errno) => return Err(errno.into()),
@@ -459,13 +518,21 @@ mod fallback {
         Ok(())
     }
 
-    pub(super) fn drain(socket: &UdpSocket, buf: &mut [u8], max: usize) -> io::Result<usize> {
+    pub(super) fn drain(
+        socket: &UdpSocket,
+        buf: &mut [u8],
+        max: usize,
+        seen: &mut dyn FnMut(&[u8]),
+    ) -> io::Result<usize> {
         socket.set_nonblocking(true)?;
         let mut drained = 0;
         let mut result = Ok(());
         while drained < max {
             match socket.recv(buf) {
-                Ok(_) => drained += 1,
+                Ok(len) => {
+                    seen(&buf[..len.min(buf.len())]);
+                    drained += 1;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {

@@ -22,9 +22,13 @@
 //!
 //! [`probe`] is what `ping` and `bench` send: plain text that carries a sequence number.
 //!
+//! [`capture`] turns a datagram into a pcap record (with made-up IPv4/IPv6 and UDP headers) or
+//! a hex dump, for `--pcap` and `--hexdump`.
+//!
 //! [`text`] holds the tutorial's words and the escaping that keeps a peer's bytes from driving
 //! a terminal.
 
+pub mod capture;
 mod envelope;
 pub mod probe;
 pub mod text;

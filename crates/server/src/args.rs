@@ -1,6 +1,7 @@
 //! Command-line arguments, and the [`Config`] they resolve into before anything runs.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -119,6 +120,17 @@ pub struct Args {
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
 
+    /// Write every datagram received and sent to FILE, a pcap capture (LINKTYPE_RAW, made-up
+    /// IPv4/IPv6 and UDP headers with the real addresses and ports) that `tshark -r FILE` and
+    /// Wireshark open; no root needed. The file is replaced; written at exit at the latest
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+
+    /// Show every datagram received and sent on stdout as offset, hex and ASCII lines (like
+    /// `tcpdump -X`), beside the tutorial's lines (also with --quiet)
+    #[arg(long)]
+    pub hexdump: bool,
+
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
     #[arg(long, short, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -150,6 +162,10 @@ pub struct Config {
     /// The reply cache's caps (not a flag: the defaults are sized for any real load; tests
     /// shrink them to reach `busy`).
     pub cache: CacheLimits,
+    /// Where to write the capture of every datagram (`--pcap`).
+    pub pcap: Option<PathBuf>,
+    /// Show every datagram as a hex dump on stdout (`--hexdump`).
+    pub hexdump: bool,
 }
 
 /// A token bucket's refill rate and depth, per source IP.
@@ -200,6 +216,8 @@ impl Config {
             rate_limit: RateLimit::for_bind(bind, None),
             workers: 1,
             cache: CacheLimits::default(),
+            pcap: None,
+            hexdump: false,
         }
     }
 }
@@ -240,6 +258,8 @@ impl From<&Args> for Config {
             rate_limit: RateLimit::for_bind(args.bind, args.rate_limit),
             workers: usize::from(args.workers),
             cache: CacheLimits::default(),
+            pcap: args.pcap.clone(),
+            hexdump: args.hexdump,
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// What keeps the server from running. Everything a peer sends is handled and counted instead.
 #[derive(Debug)]
@@ -34,6 +35,14 @@ pub enum Error {
     Worker {
         /// Which worker (0-based).
         worker: usize,
+    },
+    /// Occurs when the `--pcap` file cannot be created or written (a folder that does not exist,
+    /// no permission, a full disk).
+    Capture {
+        /// The file asked for.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
     },
     /// Occurs when the socket cannot be configured or read after binding.
     Socket {
@@ -73,6 +82,12 @@ impl fmt::Display for Error {
                 "worker {worker} stopped unexpectedly (a bug: the log above says where); \
                  restart the server, with --workers 1 if it happens again, and please report it"
             ),
+            Error::Capture { path, source } => write!(
+                f,
+                "cannot write the capture file {}: {source}; check that its folder exists and \
+                 is writable, or give another --pcap FILE",
+                path.display()
+            ),
             Error::Socket { doing, source } => write!(
                 f,
                 "socket error while {doing}: {source}; this is unexpected, please report it"
@@ -84,7 +99,9 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Bind { source, .. } | Error::Socket { source, .. } => Some(source),
+            Error::Bind { source, .. }
+            | Error::Capture { source, .. }
+            | Error::Socket { source, .. } => Some(source),
             _ => None,
         }
     }

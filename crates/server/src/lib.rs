@@ -11,6 +11,9 @@
 //! then hands the events to a [`Sink`], such as [`TutorialLines`], the tutorial's words on
 //! stdout through a bounded [`LineQueue`], or [`JsonLines`] (`--output json`). Workers share only the [`AccessCounter`] (so access
 //! numbers are unique), the per-IP policies and the [`GroupClaims`] ([`Shared`]).
+//! With `--pcap FILE` or `--hexdump`, a [`Capture`] gets a copy of every datagram received and
+//! sent, after the batch's answers are out: pcap records through a bounded queue to the file's
+//! writer thread, hex dumps through stdout's queue.
 //!
 //! `main.rs` only parses arguments into a [`Config`], starts the [`Console`], installs the
 //! signal handlers, calls [`run`] and maps its result to an exit code, so tests can drive this
@@ -26,6 +29,7 @@
 mod amplification;
 mod args;
 mod arrivals;
+mod capture;
 mod core;
 mod error;
 mod json_lines;
@@ -43,6 +47,7 @@ mod timeline;
 pub use amplification::{AMPLIFICATION_FACTOR, AmplificationBudget, wire_len};
 pub use args::{Args, Config, Encoding, MAX_DURATION, Mode, Output, RateLimit};
 pub use arrivals::Arrivals;
+pub use capture::{CAPTURE_EXIT_WAIT, CAPTURE_QUEUE_BYTES, Capture};
 pub use core::{Answer, Core, Event, Handled};
 pub use error::Error;
 pub use json_lines::JsonLines;
@@ -63,6 +68,12 @@ use std::sync::atomic::AtomicBool;
 pub fn run(config: Config, stop: &AtomicBool, console: &Console) -> Result<Summary, Error> {
     let mut server = Server::bind(config)?;
     let bound = server.local_addr();
+    // Before the announce line: a capture file that cannot be written stops the server here.
+    let capture = Capture::start(
+        server.config().pcap.as_deref(),
+        server.config().hexdump.then(|| console.stdout.clone()),
+    )?;
+    server = server.with_capture(capture.clone());
     console
         .stderr
         .push(format!("listening on udp {bound}\n").as_bytes());
@@ -92,7 +103,9 @@ pub fn run(config: Config, stop: &AtomicBool, console: &Console) -> Result<Summa
             }
         };
     }
-    let mut summary = server.run(stop)?;
+    let served = server.run(stop);
+    capture.finish();
+    let mut summary = served?;
     summary.lines_dropped = console.dropped();
     Ok(summary)
 }

@@ -3,21 +3,25 @@
 //!
 //! A batch goes in three steps, so that output never delays an answer: every datagram is
 //! decided ([`Core::handle`]), all answers go out (one `sendmmsg` on Linux), then the events go
-//! to the sink. Nothing is allocated per batch or per datagram in steady state: the buffers are
-//! made once, and the events of a batch, which borrow its receive buffers, live in a vector
-//! whose allocation is handed from batch to batch ([`recycle`]).
+//! to the sink (and, with `--pcap` or `--hexdump`, the datagrams to the worker's [`Tap`]).
+//! Nothing is allocated per batch or per datagram in steady state: the buffers are made once,
+//! and the events of a batch, which borrow its receive buffers, live in a vector whose
+//! allocation is handed from batch to batch ([`recycle`]).
 
 use std::io;
 use std::mem;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use arrayvec::ArrayVec;
 use proto::RECV_BUFFER;
+use proto::capture::Direction;
 use proto::text::canonical_peer;
 
+use crate::capture::{Capture, Tap};
 use crate::core::{Answer, Core, Handled};
 use crate::shared::{Shared, lock};
 use crate::sink::Sink;
@@ -37,6 +41,8 @@ pub struct Server {
     shared: Arc<Shared>,
     /// Shared by the workers, each taking it once per batch.
     sink: Option<Mutex<Box<dyn Sink + Send>>>,
+    /// `--pcap` and `--hexdump`, when asked for.
+    capture: Option<Capture>,
 }
 
 impl Server {
@@ -62,12 +68,19 @@ impl Server {
             sockets,
             config,
             sink: None,
+            capture: None,
         })
     }
 
     /// Shows every datagram's event on `sink` (by default, nothing is shown).
     pub fn with_sink(mut self, sink: Box<dyn Sink + Send>) -> Server {
         self.sink = Some(Mutex::new(sink));
+        self
+    }
+
+    /// Copies every datagram received and sent to `capture` (by default, none is copied).
+    pub fn with_capture(mut self, capture: Capture) -> Server {
+        self.capture = capture.is_on().then_some(capture);
         self
     }
 
@@ -97,6 +110,7 @@ impl Server {
             config,
             shared,
             sink,
+            capture,
         } = self;
         let wakers = sockets
             .iter()
@@ -115,11 +129,12 @@ impl Server {
             started: Instant::now(),
             last_datagram: AtomicU64::new(0),
             sink: sink.as_ref(),
+            capture: capture.as_ref(),
             workers: sockets.len(),
         };
         let start = |index: usize, socket: ServerSocket| -> Result<Summary, Error> {
             let _halt = HaltOnDrop(&common);
-            let worker = Worker::new(index, socket, &config, Arc::clone(&shared))?;
+            let worker = Worker::new(index, socket, &config, Arc::clone(&shared), common.capture)?;
             Ok(worker.run(&common))
         };
         let summaries: Vec<Result<Summary, Error>> = thread::scope(|scope| {
@@ -174,6 +189,7 @@ struct Common<'a> {
     /// When the last datagram came to any worker, in nanoseconds since `started`.
     last_datagram: AtomicU64,
     sink: Option<&'a Mutex<Box<dyn Sink + Send>>>,
+    capture: Option<&'a Capture>,
     workers: usize,
 }
 
@@ -265,6 +281,8 @@ struct Worker {
     answers: Vec<Vec<u8>>,
     /// The allocation of a batch's [`Decided`] list, empty between batches.
     decided: Vec<Decided<'static>>,
+    /// Copies of the datagrams (`--pcap`, `--hexdump`), when asked for.
+    tap: Option<Tap>,
 }
 
 impl Worker {
@@ -273,7 +291,12 @@ impl Worker {
         socket: ServerSocket,
         config: &Config,
         shared: Arc<Shared>,
+        capture: Option<&Capture>,
     ) -> Result<Worker, Error> {
+        let local = socket.local_addr().map_err(|source| Error::Socket {
+            doing: "reading the bound address",
+            source,
+        })?;
         Ok(Worker {
             index,
             batch: socket.batch().map_err(|source| Error::Socket {
@@ -292,6 +315,7 @@ impl Worker {
                 .map(|_| Vec::with_capacity(RECV_BUFFER))
                 .collect(),
             decided: Vec::with_capacity(BATCH),
+            tap: capture.map(|capture| capture.tap(local)),
         })
     }
 
@@ -357,8 +381,12 @@ impl Worker {
             metas,
             answers,
             decided: spare,
+            tap,
         } = self;
         let mut decided = recycle(mem::take(spare));
+        if let Some(tap) = tap {
+            tap.batch_received();
+        }
 
         // 1. Decide every datagram.
         for (slot, (meta, datagram)) in metas[..count]
@@ -399,65 +427,97 @@ impl Worker {
             });
         }
 
-        // 2. Send every answer, in one call where the platform can. One answer (ping-pong)
-        // goes without filling the batch's table of answers.
-        let outgoing = |d: &Decided<'_>| {
-            (d.handled.answer == Answer::Send)
-                .then(|| answers.get(d.slot))
-                .flatten()
-                .map(|answer| Outgoing {
+        // 2. Send every answer, in one call where the platform can. The list of answers is
+        // filled only as far as it is used (ping-pong: one), never initialised whole.
+        let mut out = ArrayVec::<Outgoing<'_>, BATCH>::new();
+        let mut whose = ArrayVec::<usize, BATCH>::new();
+        let mut failed = [false; BATCH];
+        for (at, d) in decided.iter().enumerate() {
+            if d.handled.answer == Answer::Send
+                && let Some(answer) = answers.get(d.slot)
+                && !out.is_full()
+            {
+                out.push(Outgoing {
                     datagram: answer,
                     peer: d.to,
                     local: d.local,
-                })
-        };
-        let mut failed = |whose: Option<usize>, e: io::Error| {
+                });
+                whose.push(at);
+            }
+        }
+        let sending = out.len();
+        socket.send_batch(batch, &out, &mut |k, e| {
             core.send_failed();
-            match whose.and_then(|at| decided.get(at)).map(|d| d.peer) {
+            if let Some(failed) = failed.get_mut(k) {
+                *failed = true;
+            }
+            let peer = whose.get(k).and_then(|&at| decided.get(at)).map(|d| d.peer);
+            match peer {
                 Some(peer) => log::warn!("could not answer {peer}: {e}"),
                 None => log::warn!("could not send an answer: {e}"),
             }
-        };
-        if let [one] = decided.as_slice() {
-            if let Some(out) = outgoing(one) {
-                socket.send_batch(batch, &[out], &mut |_, e| failed(Some(0), e));
-            }
-        } else {
-            let unsent = Outgoing {
-                datagram: &[],
-                peer: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-                local: None,
-            };
-            let mut out = [unsent; BATCH];
-            let mut whose = [0_usize; BATCH];
-            let mut sending = 0;
-            for (at, d) in decided.iter().enumerate() {
-                if let (Some(slot), Some(answer)) = (out.get_mut(sending), outgoing(d)) {
-                    *slot = answer;
-                    whose[sending] = at;
-                    sending += 1;
-                }
-            }
-            socket.send_batch(batch, &out[..sending], &mut |k, e| {
-                failed(whose.get(k).copied(), e)
-            });
-        }
+        });
         if let Some(report) = core.take_rate_report(now) {
             log::warn!("{report}");
         }
 
-        // 3. Show what happened.
+        // 3. Capture and show what happened.
+        if let Some(tap) = tap {
+            tap.batch_sent();
+            capture(tap, &decided, &out, &failed, metas, bufs);
+        }
         let mut sink = common.sink.map(|sink| lock(sink));
-        for d in &decided {
+        let mut next_sent = 0;
+        for (at, d) in decided.iter().enumerate() {
             log::debug!("{}: {}", d.peer, d.handled.event);
+            if let Some(tap) = tap {
+                tap.dump(Direction::Received, d.peer, received(metas, bufs, d.slot));
+            }
             if let Some(sink) = &mut sink {
                 let len = metas.get(d.slot).map_or(0, |meta| meta.len);
                 sink.datagram(d.peer, d.local, len, &d.handled.event);
+            }
+            if let Some(tap) = tap
+                && next_sent < sending
+                && whose[next_sent] == at
+            {
+                if !failed[next_sent] {
+                    tap.dump(Direction::Sent, d.peer, out[next_sent].datagram);
+                }
+                next_sent += 1;
             }
         }
         drop(sink);
         *spare = recycle(decided);
     }
+}
+
+/// Records a batch in the capture file: the datagrams received (as decided: not a group copy
+/// another worker claimed), then the answers sent (not those the system refused).
+fn capture(
+    tap: &mut Tap,
+    decided: &[Decided<'_>],
+    sent: &[Outgoing<'_>],
+    failed: &[bool; BATCH],
+    metas: &[RecvMeta; BATCH],
+    bufs: &[u8],
+) {
+    for d in decided {
+        tap.record_received(d.to, d.local, received(metas, bufs, d.slot));
+    }
+    for (answer, failed) in sent.iter().zip(failed) {
+        if !failed {
+            tap.record_sent(answer.peer, answer.local, answer.datagram);
+        }
+    }
+}
+
+/// The datagram received in `slot` of a batch.
+fn received<'a>(metas: &[RecvMeta; BATCH], bufs: &'a [u8], slot: usize) -> &'a [u8] {
+    let len = metas.get(slot).map_or(0, |meta| meta.len.min(RECV_BUFFER));
+    bufs.get(slot * RECV_BUFFER..)
+        .and_then(|slot| slot.get(..len))
+        .unwrap_or_default()
 }
 
 /// Empties `list` and gives its allocation back as a list of another lifetime, so that each

@@ -1,6 +1,6 @@
 //! The server's per-datagram path allocates nothing in steady state: a counting global allocator
 //! watches a real [`server::Server`] on loopback answer thousands of datagrams in every mode,
-//! in both encodings, with the tutorial's lines on and off.
+//! in both encodings, with the tutorial's lines on and off, and with `--pcap` and `--hexdump`.
 //!
 //! This is its own test binary (not a module of `tests/it`) because a global allocator counts
 //! every thread of the process: no other test may run beside it. For the same reason all the
@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use proto::probe::{SINK_REPORT_QUERY, SinkReport, write_probe};
 use proto::{Envelope, Id};
 use server::{
-    Config, Encoding, JsonLines, LineQueue, Mode, Output, QUEUE_BYTES, Server, TutorialLines,
+    Capture, Config, Encoding, JsonLines, LineQueue, Mode, Output, QUEUE_BYTES, Server,
+    TutorialLines,
 };
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -120,8 +121,14 @@ fn exchange(
 }
 
 /// Allocations per case while a server answers `MEASURED` datagrams after `WARM_UP`, showing
-/// each as `lines` says (`None`: `--quiet`).
-fn allocations(mode: Mode, wire: Wire, lines: Option<Output>, limited: bool) -> Result<u64> {
+/// each as `lines` says (`None`: `--quiet`), and with `--pcap` and `--hexdump` if `captured`.
+fn allocations(
+    mode: Mode,
+    wire: Wire,
+    lines: Option<Output>,
+    limited: bool,
+    captured: bool,
+) -> Result<u64> {
     // The limited case also binds the wildcard address, so every receive reads and every send
     // writes the IP_PKTINFO control message (the traffic stays on 127.0.0.1).
     let bind = if limited { "0.0.0.0:0" } else { "127.0.0.1:0" };
@@ -146,6 +153,14 @@ fn allocations(mode: Mode, wire: Wire, lines: Option<Output>, limited: bool) -> 
             server = server.with_sink(Box::new(JsonLines::new(bound, queue.clone())));
         }
     }
+    // `--pcap` to a scratch file (removed below, whatever happened) and `--hexdump`.
+    let pcap = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("allocations-{}.pcap", std::process::id()));
+    let capture = match captured {
+        true => Capture::start(Some(&pcap), Some(queue.clone()))?,
+        false => Capture::default(),
+    };
+    server = server.with_capture(capture.clone());
     let addr = SocketAddr::from(([127, 0, 0, 1], server.local_addr().port()));
     let stop = Arc::new(AtomicBool::new(false));
     let running = thread::spawn({
@@ -186,7 +201,10 @@ fn allocations(mode: Mode, wire: Wire, lines: Option<Output>, limited: bool) -> 
 
     // The stop path: the flag ends the loop, which returns its books.
     stop.store(true, Ordering::Relaxed);
-    let summary = running.join().map_err(|_| "the server thread panicked")??;
+    let summary = running.join().map_err(|_| "the server thread panicked");
+    capture.finish();
+    let _ = std::fs::remove_file(&pcap);
+    let summary = summary??;
     queue.close(Duration::from_secs(5));
     let allocated = exchanged.map_err(|e| format!("{mode:?} {wire:?}: no answer: {e}"))?;
 
@@ -225,7 +243,7 @@ fn no_allocation_per_datagram_in_any_mode_or_encoding() -> Result {
                     1
                 };
                 for limited in [false, true].into_iter().take(limits) {
-                    let allocated = allocations(mode, wire, lines, limited)?;
+                    let allocated = allocations(mode, wire, lines, limited, false)?;
                     table.push_str(&format!(
                         "{mode:?} {wire:?} lines {lines:?} rate limit and wildcard bind {limited}: {allocated} \
                          allocations in {MEASURED} datagrams\n"
@@ -235,6 +253,17 @@ fn no_allocation_per_datagram_in_any_mode_or_encoding() -> Result {
                     }
                 }
             }
+        }
+    }
+    // The copies made for `--pcap` and `--hexdump` reuse their buffers too.
+    for (mode, wire) in [(Mode::Count, Wire::Plain), (Mode::Echo, Wire::Json)] {
+        let allocated = allocations(mode, wire, Some(Output::Human), true, true)?;
+        table.push_str(&format!(
+            "{mode:?} {wire:?} lines, wildcard bind, --pcap and --hexdump: {allocated} \
+             allocations in {MEASURED} datagrams\n"
+        ));
+        if allocated != 0 {
+            failures.push((mode, wire, Some(Output::Human), allocated));
         }
     }
     eprint!("{table}");

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use proto::{Envelope, ErrorCode};
 
+mod capture;
 mod hostile;
 mod measure;
 mod retries;
