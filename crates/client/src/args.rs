@@ -93,6 +93,12 @@ pub struct Args {
           value_parser = clap::value_parser!(u16).range(1..))]
     pub buffer: u16,
 
+    /// Print each socket system call on stderr as it is made (socket, bind, connect, send,
+    /// recv, sendmmsg, recvmmsg, close...), with UTC timestamps to the microsecond: the
+    /// tutorial's figure, from the real run
+    #[arg(long, global = true)]
+    pub trace: bool,
+
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
     #[arg(long, short, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -216,6 +222,8 @@ pub struct Config {
     pub buffer: usize,
     /// Bound on the whole run, from its start.
     pub deadline: Option<Duration>,
+    /// Print each socket system call on stderr (`--trace`).
+    pub trace: bool,
 }
 
 impl Config {
@@ -228,6 +236,7 @@ impl Config {
             encoding: Encoding::Plain,
             buffer: proto::MAX_BUFFER,
             deadline: None,
+            trace: false,
         }
     }
 
@@ -251,6 +260,7 @@ impl Config {
             encoding: args.encoding,
             buffer: usize::from(args.buffer),
             deadline: args.deadline,
+            trace: args.trace,
         })
     }
 }
@@ -268,6 +278,7 @@ impl PingConfig {
             interval: ping.interval,
             count: ping.count,
             size,
+            trace: args.trace,
         })
     }
 }
@@ -320,6 +331,7 @@ impl BenchConfig {
             rate: bench.rate,
             jitter: bench.jitter,
             warmup: bench.warmup,
+            trace: args.trace,
         })
     }
 }

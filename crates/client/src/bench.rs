@@ -53,6 +53,8 @@ pub struct BenchConfig {
     pub jitter: Option<Duration>,
     /// Unmeasured run first.
     pub warmup: Duration,
+    /// Print each socket system call on stderr (`--trace`).
+    pub trace: bool,
 }
 
 /// What a bench measured.
@@ -100,7 +102,7 @@ impl BenchResult {
 /// Runs the bench of `config` until its duration or count is done, or `stop` says to stop.
 pub fn bench(config: &BenchConfig, stop: &Stop) -> Result<BenchResult, Error> {
     let requests = Requests::new(config.encoding, config.payload.clone());
-    let socket = Socket::connect(config.server)?;
+    let socket = Socket::connect(config.server, config.trace)?;
     let batch_size = match config.rate {
         Some(_) => MAX_BATCH,
         None => config.window.clamp(1, MAX_BATCH),

@@ -122,7 +122,7 @@ impl Client {
         })?;
         let first_id = rand::random_range(1..=proto::MAX_ID);
         Ok(Client {
-            socket: Socket::connect(first)?,
+            socket: Socket::connect(first, config.trace)?,
             backoff: Backoff {
                 timeout: config.timeout,
                 retries: config.retries,
@@ -361,7 +361,7 @@ impl Client {
         }
         log::info!("{refused}; trying the server's next address");
         self.current = (self.current + 1) % self.config.servers.len();
-        self.socket = Socket::connect(self.peer())?;
+        self.socket = Socket::connect(self.peer(), self.config.trace)?;
         Ok(())
     }
 

@@ -28,6 +28,8 @@ pub struct PingConfig {
     pub count: Option<u64>,
     /// Bytes on the wire per probe.
     pub size: usize,
+    /// Print each socket system call on stderr (`--trace`).
+    pub trace: bool,
 }
 
 /// How a ping ended: its books, its RTTs and how long it ran.
@@ -54,7 +56,7 @@ impl PingSummary {
 /// stop, printing ping(8)'s lines on `out`; returns the books (printed by [`PingSummary`]'s
 /// `Display`).
 pub fn ping(config: &PingConfig, out: &mut dyn Write, stop: &Stop) -> Result<PingSummary, Error> {
-    let socket = Socket::connect(config.server)?;
+    let socket = Socket::connect(config.server, config.trace)?;
     let requests = Requests::new(config.encoding, Payload::Probe { size: config.size });
     // As many probes can be awaited at once as are sent in one timeout.
     let in_flight = (config.timeout.as_secs_f64() / config.interval.as_secs_f64()).ceil();

@@ -104,6 +104,12 @@ pub struct Args {
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
 
+    /// Print each socket system call on stderr as it is made (socket, bind, recvfrom,
+    /// sendto, recvmmsg, close...), with UTC timestamps to the microsecond: the tutorial's
+    /// figure, from the real run
+    #[arg(long)]
+    pub trace: bool,
+
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
     #[arg(long, short, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -133,6 +139,8 @@ pub struct Config {
     /// The reply cache's caps (not a flag: the defaults are sized for any real load; tests
     /// shrink them to reach `busy`).
     pub cache: CacheLimits,
+    /// Print each socket system call on stderr (`--trace`).
+    pub trace: bool,
 }
 
 /// A token bucket's refill rate and depth, per source IP.
@@ -182,6 +190,7 @@ impl Config {
             rate_limit: RateLimit::for_bind(bind, None),
             workers: 1,
             cache: CacheLimits::default(),
+            trace: false,
         }
     }
 }
@@ -221,6 +230,7 @@ impl From<&Args> for Config {
             rate_limit: RateLimit::for_bind(args.bind, args.rate_limit),
             workers: usize::from(args.workers),
             cache: CacheLimits::default(),
+            trace: args.trace,
         }
     }
 }
