@@ -18,8 +18,10 @@ mod faults;
 mod forge;
 mod matrix;
 mod peers;
+mod strace;
 mod tally;
 mod test;
+mod trace;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
