@@ -19,6 +19,8 @@ pub struct Call {
     pub who: String,
     /// The call and its result, as printed, without the `N more times` ending.
     pub text: String,
+    /// The whole call as printed, the `N more times` ending included.
+    pub shown: String,
     /// How many calls the line stands for.
     pub times: u32,
 }
@@ -72,18 +74,19 @@ pub fn parse<S: AsRef<str>>(lines: &[S]) -> Result<Vec<Call>, String> {
         let (time, rest) = rest.split_once(' ').ok_or_else(bad)?;
         let at = humantime::parse_rfc3339(time).map_err(|_| bad())?;
         let rest = rest.strip_prefix('[').ok_or_else(bad)?;
-        let (who, text) = rest.split_once("] ").ok_or_else(bad)?;
-        let (text, times) = match text.rsplit_once(", ") {
+        let (who, shown) = rest.split_once("] ").ok_or_else(bad)?;
+        let (text, times) = match shown.rsplit_once(", ") {
             Some((call, more)) if more.ends_with(" more times") || more.ends_with(" more time") => {
                 let count = more.split(' ').next().and_then(|n| n.parse::<u32>().ok());
                 (call, count.ok_or_else(bad)?)
             }
-            _ => (text, 1),
+            _ => (shown, 1),
         };
         calls.push(Call {
             at,
             who: who.to_owned(),
             text: text.to_owned(),
+            shown: shown.to_owned(),
             times,
         });
     }
