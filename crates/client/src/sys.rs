@@ -110,9 +110,13 @@ impl Socket {
     /// Sends one datagram. A refusal (see [`refused`]) means nothing listens on the peer.
     pub(crate) fn send(&self, datagram: &[u8]) -> io::Result<()> {
         loop {
+            let made = self.trace.clock();
             let sent = self.socket.send(datagram);
-            self.trace
-                .done(format_args!("send(…, {} bytes)", datagram.len()), &sent);
+            self.trace.sent(
+                made,
+                format_args!("send(…, {} bytes)", datagram.len()),
+                &sent,
+            );
             match sent {
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -419,6 +423,7 @@ mod batch {
         let addrs = [None::<()>; MAX];
         let cmsgs: [ControlMessage<'_>; 0] = [];
         loop {
+            let made = trace.clock();
             let sent = sendmmsg(
                 socket.as_raw_fd(),
                 &mut headers.send,
@@ -430,14 +435,18 @@ mod batch {
             .map(Iterator::count);
             if trace.is_on() {
                 let plural = if n == 1 { "" } else { "s" };
-                match sent {
-                    Ok(sent) => {
-                        trace.call(format_args!("sendmmsg(…, {n} datagram{plural}) → {sent}"))
-                    }
-                    Err(errno) => trace.call(format_args!(
-                        "sendmmsg(…, {n} datagram{plural}) → {errno:?} ({})",
-                        errno.desc()
-                    )),
+                let result = sent.map_err(io::Error::from);
+                match &result {
+                    Ok(count) => trace.sent(
+                        made,
+                        format_args!("sendmmsg(…, {n} datagram{plural}) → {count}"),
+                        &result,
+                    ),
+                    Err(_) => trace.sent(
+                        made,
+                        format_args!("sendmmsg(…, {n} datagram{plural})"),
+                        &result,
+                    ),
                 }
             }
             match sent {
@@ -535,8 +544,13 @@ mod batch {
     ) -> io::Result<usize> {
         let mut sent = 0;
         for datagram in datagrams {
+            let made = trace.clock();
             let result = socket.send(datagram);
-            trace.done(format_args!("send(…, {} bytes)", datagram.len()), &result);
+            trace.sent(
+                made,
+                format_args!("send(…, {} bytes)", datagram.len()),
+                &result,
+            );
             match result {
                 Ok(_) => sent += 1,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

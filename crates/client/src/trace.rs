@@ -17,7 +17,9 @@
 //! them the system calls `sendto` and `recvfrom` (with no address), which is what strace shows.
 //!
 //! The time is the wall clock, UTC, to the microsecond, so that the traces of two processes can
-//! be merged in time order (the server's lines have the same form); `[…]` names the socket by
+//! be merged in time order (the server's lines have the same form): a send is stamped as it is
+//! made (the clock is read before the call), every other call as it returns, so a datagram's
+//! receive is always stamped after its send, whichever process made each; `[…]` names the socket by
 //! its descriptor. A wait made of several timed receives (ping between probes) prints the
 //! first timeout; the ones right after it are counted, and one line stands for them when
 //! anything else happens (or the socket closes): `recv(…) → EAGAIN (timed out), 3 more
@@ -90,17 +92,43 @@ impl SocketTrace {
     #[inline]
     pub(crate) fn call(&self, call: fmt::Arguments<'_>) {
         if let Some(tracer) = &self.on {
-            tracer.print(call);
+            tracer.print(SystemTime::now(), call);
+        }
+    }
+
+    /// The time a send is made, read before the call when the trace is on (`None`, and no
+    /// clock read, when off).
+    #[inline]
+    pub(crate) fn clock(&self) -> Option<SystemTime> {
+        self.on.as_ref().map(|_| SystemTime::now())
+    }
+
+    /// Prints the send `call`, made at `made` (from [`clock`](Self::clock)), with the error
+    /// when `result` is one.
+    #[inline]
+    pub(crate) fn sent<T>(
+        &self,
+        made: Option<SystemTime>,
+        call: fmt::Arguments<'_>,
+        result: &io::Result<T>,
+    ) {
+        if let (Some(tracer), Some(made)) = (&self.on, made) {
+            match result {
+                Ok(_) => tracer.print(made, call),
+                Err(e) => tracer.print(made, format_args!("{call} → {}", errno(e))),
+            }
         }
     }
 
     /// Prints `call`, with the error when `result` is one: for calls that return nothing
     /// worth showing (`bind`, `setsockopt`).
+    #[inline]
     pub(crate) fn done<T>(&self, call: fmt::Arguments<'_>, result: &io::Result<T>) {
         if let Some(tracer) = &self.on {
+            let now = SystemTime::now();
             match result {
-                Ok(_) => tracer.print(call),
-                Err(e) => tracer.print(format_args!("{call} → {}", errno(e))),
+                Ok(_) => tracer.print(now, call),
+                Err(e) => tracer.print(now, format_args!("{call} → {}", errno(e))),
             }
         }
     }
@@ -110,7 +138,7 @@ impl SocketTrace {
     pub(crate) fn failed(&self, call: &'static str, e: &io::Error) {
         let Some(tracer) = &self.on else { return };
         if !timed_out(e) {
-            tracer.print(format_args!("{call} → {}", errno(e)));
+            tracer.print(SystemTime::now(), format_args!("{call} → {}", errno(e)));
             return;
         }
         let now = SystemTime::now();
@@ -137,9 +165,9 @@ impl SocketTrace {
 const TIMED_OUT: &str = "EAGAIN (timed out)";
 
 impl Tracer {
-    fn print(&self, call: fmt::Arguments<'_>) {
+    fn print(&self, at: SystemTime, call: fmt::Arguments<'_>) {
         self.flush();
-        self.write(SystemTime::now(), call);
+        self.write(at, call);
     }
 
     /// Prints the timeouts counted and not printed yet, as one line.

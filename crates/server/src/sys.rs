@@ -322,8 +322,10 @@ impl ServerSocket {
             && (!self.pktinfo || one.local.is_none())
         {
             loop {
+                let made = self.trace.clock();
                 let sent = self.socket.send_to(one.datagram, one.peer);
-                self.trace.done(
+                self.trace.sent(
+                    made,
                     format_args!("sendto(…, {} bytes, {})", one.datagram.len(), one.peer),
                     &sent,
                 );
@@ -651,18 +653,23 @@ mod imp {
             }
             let mut next = start;
             while next < end {
+                let made = trace.clock();
                 let sent = send_run(socket, batch, &out[next..end], local);
                 if trace.is_on() {
                     let n = end - next;
                     let plural = if n == 1 { "" } else { "s" };
-                    match sent {
-                        Ok(sent) => {
-                            trace.call(format_args!("sendmmsg(…, {n} datagram{plural}) → {sent}"))
-                        }
-                        Err(errno) => trace.call(format_args!(
-                            "sendmmsg(…, {n} datagram{plural}) → {errno:?} ({})",
-                            errno.desc()
-                        )),
+                    let result = sent.map_err(io::Error::from);
+                    match &result {
+                        Ok(count) => trace.sent(
+                            made,
+                            format_args!("sendmmsg(…, {n} datagram{plural}) → {count}"),
+                            &result,
+                        ),
+                        Err(_) => trace.sent(
+                            made,
+                            format_args!("sendmmsg(…, {n} datagram{plural})"),
+                            &result,
+                        ),
                     }
                 }
                 match sent {
@@ -837,8 +844,10 @@ mod imp {
         trace: &SocketTrace,
     ) {
         for (i, answer) in out.iter().enumerate() {
+            let made = trace.clock();
             let sent = socket.send_to(answer.datagram, answer.peer);
-            trace.done(
+            trace.sent(
+                made,
                 format_args!(
                     "sendto(…, {} bytes, {})",
                     answer.datagram.len(),

@@ -280,10 +280,10 @@ fn merge(calls: &[(Side, &Call)], client_len: usize, needs: &[Vec<usize>]) -> Ve
 
 /// Pixels per row, and the layout's x positions.
 const ROW: f64 = 18.0;
-const TIME_X: f64 = 70.0;
-const CLIENT_X: f64 = 420.0;
-const SERVER_X: f64 = 640.0;
-const WIDTH: f64 = 1180.0;
+const TIME_X: f64 = 90.0;
+const CLIENT_X: f64 = 440.0;
+const SERVER_X: f64 = 660.0;
+const WIDTH: f64 = 1200.0;
 
 /// Every part as one SVG document: per part a heading, the two lifelines, each call written
 /// beside its program's line at its row, and each datagram an arrow between the two.
