@@ -5,6 +5,10 @@
 //! Unix code (`unix`) and a portable fallback on the standard library alone (`fallback`, what
 //! Windows builds) are picked once, here, with `#[cfg]`; the rest of the crate never names a
 //! platform. No `unsafe` of ours: `nix` and `signal-hook` wrap the system calls.
+//!
+//! Each call on the socket is traced here (`--trace`, [`SocketTrace`]) by the code that makes
+//! it; the socket is opened with socket2 call by call (`socket`, `bind`, `connect`), since
+//! std's `UdpSocket::bind` makes two calls in one.
 
 use std::ffi::OsString;
 use std::io;

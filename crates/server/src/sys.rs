@@ -28,6 +28,11 @@
 //! Several sockets can share one address with `SO_REUSEPORT` ([`ServerSocket::bind_group`]),
 //! the kernel spreading peers across them by a hash of the 4-tuple.
 //!
+//! Every system call on a socket is made here, and each is traced here, by the code that makes
+//! it ([`SocketTrace`], `--trace`): the sockets are opened with socket2 call by call (`socket`,
+//! `setsockopt`, `bind`) rather than by std's `UdpSocket::bind`, which makes two calls in one.
+//! With the trace off, each hook is one branch on an `Option`.
+//!
 //! Why nix's `recvmmsg`/`sendmmsg` (with `MultiHeaders`, allocated once, so a call allocates
 //! nothing) rather than quinn-udp, the maintained batched UDP layer: quinn-udp is made for QUIC
 //! and its choices do not fit a general tool. It sends one `sendmsg` per datagram (GSO instead
@@ -168,10 +173,12 @@ impl ServerSocket {
         trace: SocketTrace,
     ) -> io::Result<ServerSocket> {
         let grown = imp::grow_receive_buffer(&socket);
-        trace.done(
-            format_args!("setsockopt(SO_RCVBUF, {RECEIVE_BUFFER_BYTES})"),
-            &grown,
-        );
+        if imp::GROWS_RECEIVE_BUFFER {
+            trace.done(
+                format_args!("setsockopt(SO_RCVBUF, {RECEIVE_BUFFER_BYTES})"),
+                &grown,
+            );
+        }
         if let Err(e) = grown {
             log::debug!("the receive buffer keeps the system's default size: {e}");
         }
@@ -500,6 +507,9 @@ mod imp {
         socket.set_reuse_port(true)
     }
 
+    /// Whether [`grow_receive_buffer`] makes a system call.
+    pub const GROWS_RECEIVE_BUFFER: bool = true;
+
     pub fn grow_receive_buffer(socket: &UdpSocket) -> io::Result<()> {
         SockRef::from(socket).set_recv_buffer_size(super::RECEIVE_BUFFER_BYTES)
     }
@@ -804,6 +814,9 @@ mod imp {
     pub fn set_reuse_port(_: SockRef<'_>) -> io::Result<()> {
         Err(unsupported())
     }
+
+    /// Whether [`grow_receive_buffer`] makes a system call.
+    pub const GROWS_RECEIVE_BUFFER: bool = false;
 
     /// The system's default size serves; std cannot set another.
     pub fn grow_receive_buffer(_: &UdpSocket) -> io::Result<()> {
