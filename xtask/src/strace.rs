@@ -2,7 +2,8 @@
 //! really make, in the order they make them. A server and three clients (messages, `ping`,
 //! `bench`, which batches) run under `strace -f -e trace=network -o FILE` with `--trace`; for
 //! each program the two lists must hold the same calls in the same order, with the same
-//! results where both show one (byte and datagram counts, descriptors, errno names).
+//! results where both show one (byte and datagram counts, descriptors, errno names), and no
+//! trace line may reach stdout, which keeps the tutorial's lines.
 //!
 //! What is compared: strace's network calls, and the trace's calls with `send`/`recv` read as
 //! the system calls the C library makes of them (`sendto`/`recvfrom`, with no address), a
@@ -112,7 +113,7 @@ pub fn run(bins: &Bins, filter: Option<&str>, tally: &mut Tally) -> Result<(), S
             continue;
         }
         let outcome = if output.code() == Some(0) {
-            compare(&output.stderr_lines(), &file)
+            stdout_untraced(&output).unwrap_or_else(|| compare(&output.stderr_lines(), &file))
         } else {
             Outcome::Fail(vec![format!(
                 "the client did not succeed ({}); stderr:\n{}",
@@ -128,11 +129,21 @@ pub fn run(bins: &Bins, filter: Option<&str>, tally: &mut Tally) -> Result<(), S
             Some(after) => Outcome::Fail(vec![format!(
                 "the server did not end by --idle: killed after {after:?}"
             )]),
-            None => compare(&output.stderr_lines(), &server_file),
+            None => stdout_untraced(&output)
+                .unwrap_or_else(|| compare(&output.stderr_lines(), &server_file)),
         };
         tally.record(SERVER_ROW, outcome);
     }
     Ok(())
+}
+
+/// A failure if a trace line reached stdout, which keeps the tutorial's lines.
+fn stdout_untraced(output: &peers::Output) -> Option<Outcome> {
+    let lines = output.stdout_lines();
+    let traced = lines.iter().find(|line| line.starts_with("trace "))?;
+    Some(Outcome::Fail(vec![format!(
+        "a trace line went to stdout, which must keep the tutorial's lines: {traced:?}"
+    )]))
 }
 
 /// strace, if it is installed and may trace here.
