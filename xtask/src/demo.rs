@@ -6,12 +6,21 @@
 //! `--buffer`, and a JSON envelope exchange. Both sides' output is printed, labelled `[server]`
 //! and `[client]`; every expected reply is checked, and a missing one makes the demo fail. Each
 //! server ends by itself (`--once` or `--idle`), and is killed if it does not.
+//!
+//! With `--diagram`, both programs run with `--trace`, and each part ends with the tutorial's
+//! figure drawn from the calls they traced ([`diagram`]): in the terminal, and all parts in
+//! `target/demo/diagram.svg`.
 
+mod diagram;
+
+use std::fs;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::Bins;
 use crate::peers::{self, Output, Server, lines, show_command};
+use crate::trace;
 
 /// How long a demo client may run.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(15);
@@ -22,23 +31,66 @@ const SERVER_DEADLINE: Duration = Duration::from_secs(5);
 /// The `--idle` of servers that take several datagrams.
 const IDLE: &str = "1s";
 
+/// Trace lines a traced server prints before its announce line (socket, bind, setsockopt ×2,
+/// getsockname), with room to spare.
+const TRACE_LINES_BEFORE_ANNOUNCE: usize = 32;
+
+/// Options of `cargo xtask demo`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Run both programs with --trace and draw each part's socket calls as a two-column
+    /// sequence diagram (client | server): in the terminal, and in target/demo/diagram.svg
+    #[arg(long)]
+    diagram: bool,
+}
+
+/// The diagram's parts, when `--diagram` asks for it.
+struct Figure {
+    on: bool,
+    parts: Vec<diagram::Part>,
+}
+
+impl Figure {
+    /// Draws the part `title` from the two programs' traces, and prints it.
+    fn add(&mut self, title: &str, client: &Output, server: &Output) -> Result<(), String> {
+        if !self.on {
+            return Ok(());
+        }
+        let client = trace::parse(&client.stderr_lines())?;
+        let server = trace::parse(&server.stderr_lines())?;
+        let part = diagram::Part::new(title, &client, &server);
+        println!();
+        print!("{}", part.text());
+        self.parts.push(part);
+        Ok(())
+    }
+}
+
 /// Builds the binaries, then plays the four parts; fails naming every expected line not seen.
-pub fn run() -> Result<(), String> {
+pub fn run(args: &Args) -> Result<(), String> {
     crate::cargo(&["build", "--workspace", "--bins"])?;
     let bins = Bins::locate()?;
     let started = Instant::now();
     let mut missing = Vec::new();
+    let mut figure = Figure {
+        on: args.diagram,
+        parts: Vec::new(),
+    };
 
-    first_exchange(&bins, &mut missing)?;
-    counting(&bins, &mut missing)?;
-    truncation(&bins, &mut missing)?;
-    json(&bins, &mut missing)?;
+    first_exchange(&bins, &mut missing, &mut figure)?;
+    counting(&bins, &mut missing, &mut figure)?;
+    truncation(&bins, &mut missing, &mut figure)?;
+    json(&bins, &mut missing, &mut figure)?;
 
     println!();
     println!(
         "demo played in {:.1}s (after the build)",
         started.elapsed().as_secs_f64()
     );
+    if figure.on {
+        let path = write_svg(&figure.parts)?;
+        println!("the diagram of every part: {}", path.display());
+    }
     if missing.is_empty() {
         println!("every expected reply was seen");
         Ok(())
@@ -51,13 +103,19 @@ pub fn run() -> Result<(), String> {
 }
 
 /// Part 1: `udp-server1.py` answers one `Hello Server!!` with `Hello Client!!` and ends.
-fn first_exchange(bins: &Bins, missing: &mut Vec<String>) -> Result<(), String> {
-    heading("Part 1: the first exchange (udp-server1.py, udp-client1.py)");
-    let server = start(bins, &["--mode", "hello", "--once"])?;
-    let client = client(bins, &server, &[], &["Hello Server!!"], None)?;
+fn first_exchange(
+    bins: &Bins,
+    missing: &mut Vec<String>,
+    figure: &mut Figure,
+) -> Result<(), String> {
+    let title = "Part 1: the first exchange (udp-server1.py, udp-client1.py)";
+    heading(title);
+    let server = start(bins, &["--mode", "hello", "--once"], figure.on)?;
+    let client = client(bins, &server, &[], &["Hello Server!!"], None, figure.on)?;
     let server = server.wait(SERVER_DEADLINE);
     show_server(&server);
     show("client", &client);
+    figure.add(title, &client, &server)?;
     expect(
         missing,
         "part 1 client",
@@ -74,14 +132,17 @@ fn first_exchange(bins: &Bins, missing: &mut Vec<String>) -> Result<(), String> 
 }
 
 /// Part 2: `udp-server2.py` counts; a client reads three lines, one Japanese, from stdin.
-fn counting(bins: &Bins, missing: &mut Vec<String>) -> Result<(), String> {
-    heading("Part 2: the counting server (udp-server2.py, udp-client2.py), three lines on stdin");
-    let server = start(bins, &["--idle", IDLE])?;
+fn counting(bins: &Bins, missing: &mut Vec<String>, figure: &mut Figure) -> Result<(), String> {
+    let title =
+        "Part 2: the counting server (udp-server2.py, udp-client2.py), three lines on stdin";
+    heading(title);
+    let server = start(bins, &["--idle", IDLE], figure.on)?;
     let input = "Hello Server!!\nこんにちは\nSee you!\n";
-    let client = client(bins, &server, &[], &[], Some(input))?;
+    let client = client(bins, &server, &[], &[], Some(input), figure.on)?;
     let server = server.wait(SERVER_DEADLINE);
     show_server(&server);
     show("client", &client);
+    figure.add(title, &client, &server)?;
     for n in 1..=3 {
         expect(
             missing,
@@ -100,14 +161,20 @@ fn counting(bins: &Bins, missing: &mut Vec<String>) -> Result<(), String> {
 }
 
 /// Part 3: a server with `--buffer 16` gets a longer datagram, says so, and echoes what it kept.
-fn truncation(bins: &Bins, missing: &mut Vec<String>) -> Result<(), String> {
-    heading("Part 3: a datagram longer than the server's buffer (--buffer 16)");
+fn truncation(bins: &Bins, missing: &mut Vec<String>, figure: &mut Figure) -> Result<(), String> {
+    let title = "Part 3: a datagram longer than the server's buffer (--buffer 16)";
+    heading(title);
     let message = "This message is longer than sixteen bytes.";
-    let server = start(bins, &["--mode", "echo", "--buffer", "16", "--once"])?;
-    let client = client(bins, &server, &[], &[message], None)?;
+    let server = start(
+        bins,
+        &["--mode", "echo", "--buffer", "16", "--once"],
+        figure.on,
+    )?;
+    let client = client(bins, &server, &[], &[message], None, figure.on)?;
     let server = server.wait(SERVER_DEADLINE);
     show_server(&server);
     show("client", &client);
+    figure.add(title, &client, &server)?;
     let report = format!("truncated: {} bytes, buffer 16", message.len());
     expect(missing, "part 3 server", &server.stdout, &report);
     let kept = message.get(..16).unwrap_or(message);
@@ -122,15 +189,17 @@ fn truncation(bins: &Bins, missing: &mut Vec<String>) -> Result<(), String> {
 
 /// Part 4: a JSON client to an `auto` server, then the same envelope as raw bytes on the wire,
 /// then a plain datagram: `auto` answers each in the codec it came in.
-fn json(bins: &Bins, missing: &mut Vec<String>) -> Result<(), String> {
-    heading("Part 4: JSON envelopes (client --encoding json, server --encoding auto)");
-    let server = start(bins, &["--encoding", "auto", "--idle", IDLE])?;
+fn json(bins: &Bins, missing: &mut Vec<String>, figure: &mut Figure) -> Result<(), String> {
+    let title = "Part 4: JSON envelopes (client --encoding json, server --encoding auto)";
+    heading(title);
+    let server = start(bins, &["--encoding", "auto", "--idle", IDLE], figure.on)?;
     let client = client(
         bins,
         &server,
         &["--encoding", "json"],
         &["Hello Server!!"],
         None,
+        figure.on,
     )?;
     let mut wire = Vec::new();
     for request in [
@@ -149,6 +218,7 @@ fn json(bins: &Bins, missing: &mut Vec<String>) -> Result<(), String> {
     for line in &wire {
         println!("[wire]   {line}");
     }
+    figure.add(title, &client, &server)?;
     expect(
         missing,
         "part 4 client",
@@ -167,11 +237,14 @@ fn heading(title: &str) {
     println!("== {title}");
 }
 
-/// Starts the server on `127.0.0.1:0` and shows the command.
-fn start(bins: &Bins, args: &[&str]) -> Result<Server, String> {
+/// Starts the server on `127.0.0.1:0` (with `--trace` when `traced`) and shows the command.
+fn start(bins: &Bins, args: &[&str], traced: bool) -> Result<Server, String> {
     let mut full = vec!["--bind", "127.0.0.1:0"];
     full.extend(args);
-    let server = Server::spawn(&bins.server, &full)?;
+    if traced {
+        full.push("--trace");
+    }
+    let server = Server::spawn_after_logs(&bins.server, &full, TRACE_LINES_BEFORE_ANNOUNCE)?;
     println!("$ {}", server.shown);
     Ok(server)
 }
@@ -183,13 +256,17 @@ fn client(
     options: &[&str],
     messages: &[&str],
     stdin: Option<&str>,
+    traced: bool,
 ) -> Result<Output, String> {
     let mut command = Command::new(&bins.client);
     command
         .arg("--server")
         .arg(server.addr.to_string())
-        .args(options)
-        .args(messages);
+        .args(options);
+    if traced {
+        command.arg("--trace");
+    }
+    command.args(messages);
     let shown = show_command(&command);
     match stdin {
         Some(input) => println!("$ printf '{}' | {shown}", input.replace('\n', "\\n")),
@@ -203,9 +280,9 @@ fn client(
 }
 
 /// The server's output in the order a terminal shows it: the announce line, the per-datagram
-/// lines, then the summary.
+/// lines, then the summary (trace lines are drawn as the diagram instead).
 fn show_server(server: &Output) {
-    let stderr = server.stderr_lines();
+    let stderr = untraced(server.stderr_lines());
     let (announce, rest) = stderr.split_at(stderr.len().min(1));
     for line in announce.iter().chain(&server.stdout_lines()).chain(rest) {
         println!("[server] {line}");
@@ -216,7 +293,11 @@ fn show_server(server: &Output) {
 }
 
 fn show(label: &str, output: &Output) {
-    for line in output.stdout_lines().iter().chain(&output.stderr_lines()) {
+    for line in output
+        .stdout_lines()
+        .iter()
+        .chain(&untraced(output.stderr_lines()))
+    {
         println!("[{label}] {line}");
     }
     if output.code() != Some(0) {
@@ -229,4 +310,37 @@ fn expect(missing: &mut Vec<String>, what: &str, output: &[u8], line: &str) {
     if !lines(output).iter().any(|seen| seen == line) {
         missing.push(format!("{what}: the line {line:?}"));
     }
+}
+
+/// `lines` without the `--trace` lines.
+fn untraced(lines: Vec<String>) -> Vec<String> {
+    lines
+        .into_iter()
+        .filter(|line| !line.starts_with("trace "))
+        .collect()
+}
+
+/// Writes every part's diagram to `target/demo/diagram.svg` (under `$CARGO_TARGET_DIR` when
+/// set) and returns its path.
+fn write_svg(parts: &[diagram::Part]) -> Result<PathBuf, String> {
+    let root = crate::project_root();
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    };
+    let dir = target.join("demo");
+    fs::create_dir_all(&dir).map_err(|e| {
+        format!(
+            "cannot create {} for the diagram: {e}; check that the target directory is writable",
+            dir.display()
+        )
+    })?;
+    let path = dir.join("diagram.svg");
+    svg::save(&path, &diagram::svg(parts)).map_err(|e| {
+        format!(
+            "cannot write the diagram to {}: {e}; check that the directory is writable",
+            path.display()
+        )
+    })?;
+    Ok(path)
 }

@@ -1,6 +1,7 @@
 //! udptalk's tasks, run as `cargo xtask TASK` (the alias is in `.cargo/config.toml`).
 //!
-//! - `cargo xtask demo` builds the binaries and plays the tutorial on loopback.
+//! - `cargo xtask demo` builds the binaries and plays the tutorial on loopback; `--diagram`
+//!   draws each exchange's traced socket calls as the tutorial's figure (text and SVG).
 //! - `cargo xtask test` is the one test command, and the CI contract: fmt, clippy, the tests,
 //!   the loopback matrix of `udptalk-server` × `udptalk-client` and independent peers, then the
 //!   faults stage (loss, duplication, delay, reordering, loops started by a forged datagram,
@@ -19,8 +20,10 @@ mod forge;
 mod matrix;
 mod peers;
 mod schema;
+mod strace;
 mod tally;
 mod test;
+mod trace;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -39,8 +42,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Build, then play the tutorial's exchanges on loopback, checking every reply.
-    Demo,
+    /// Build, then play the tutorial's exchanges on loopback, checking every reply
+    /// (--diagram: draw each exchange's socket calls as a sequence diagram, text and SVG).
+    Demo(demo::Args),
     /// fmt --check, clippy -D warnings, cargo test, the loopback matrix, then the faults.
     Test(test::Args),
     /// Measure udptalk against a bare echo loop (the cap) and sockperf: interleaved rounds,
@@ -53,7 +57,7 @@ enum Task {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
-        Task::Demo => demo::run(),
+        Task::Demo(args) => demo::run(&args),
         Task::Test(args) => test::run(&args),
         Task::Bench(args) => bench::run(&args),
     };

@@ -15,7 +15,8 @@ pub struct Args {
     /// Skip fmt, clippy and cargo test: build the binaries and run only the matrix.
     #[arg(long, conflicts_with = "faults_only")]
     matrix_only: bool,
-    /// Skip fmt, clippy, cargo test and the matrix: build the binaries and run only the faults.
+    /// Skip fmt, clippy, cargo test and the matrix: build the binaries and run only the faults
+    /// (and the strace rows).
     #[arg(long)]
     faults_only: bool,
     /// Run only the matrix and faults rows whose name contains this text (e.g. `v6`, `socat`,
@@ -48,6 +49,8 @@ pub fn run(args: &Args) -> Result<(), String> {
     if !args.matrix_only {
         println!("==> faults");
         crate::faults::run(filter, &mut tally)?;
+        println!("==> strace (--trace against the calls strace sees)");
+        crate::strace::run(&crate::Bins::locate()?, filter, &mut tally)?;
     }
     println!(
         "{} passed, {} failed, {} skipped",

@@ -111,6 +111,12 @@ pub struct Args {
     #[arg(long, global = true)]
     pub hexdump: bool,
 
+    /// Print each socket system call on stderr as it is made (socket, bind, connect, send,
+    /// recv, sendmmsg, recvmmsg, close...), with UTC timestamps to the microsecond: the
+    /// tutorial's figure, from the real run
+    #[arg(long, global = true)]
+    pub trace: bool,
+
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
     #[arg(long, short, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -234,6 +240,8 @@ pub struct Config {
     pub output: Output,
     /// Copies of the datagrams (`--pcap`, `--hexdump`).
     pub capture: Capture,
+    /// Print each socket system call on stderr (`--trace`).
+    pub trace: bool,
 }
 
 impl Config {
@@ -248,6 +256,7 @@ impl Config {
             deadline: None,
             output: Output::Human,
             capture: Capture::default(),
+            trace: false,
         }
     }
 
@@ -273,6 +282,7 @@ impl Config {
             deadline: args.deadline,
             output: args.output,
             capture: Capture::from_args(args),
+            trace: args.trace,
         })
     }
 }
@@ -292,6 +302,7 @@ impl PingConfig {
             size,
             output: args.output,
             capture: Capture::from_args(args),
+            trace: args.trace,
         })
     }
 }
@@ -345,6 +356,7 @@ impl BenchConfig {
             jitter: bench.jitter,
             warmup: bench.warmup,
             capture: Capture::from_args(args),
+            trace: args.trace,
         })
     }
 }

@@ -55,6 +55,8 @@ pub struct BenchConfig {
     pub warmup: Duration,
     /// Copies of the datagrams (`--pcap`, `--hexdump`).
     pub capture: Capture,
+    /// Print each socket system call on stderr (`--trace`).
+    pub trace: bool,
 }
 
 /// What a bench measured.
@@ -102,7 +104,7 @@ impl BenchResult {
 /// Runs the bench of `config` until its duration or count is done, or `stop` says to stop.
 pub fn bench(config: &BenchConfig, stop: &Stop) -> Result<BenchResult, Error> {
     let requests = Requests::new(config.encoding, config.payload.clone());
-    let mut socket = Socket::connect(config.server)?;
+    let mut socket = Socket::connect(config.server, config.trace)?;
     socket.set_tap(config.capture.start()?);
     let batch_size = match config.rate {
         Some(_) => MAX_BATCH,

@@ -133,7 +133,7 @@ impl Client {
             reason: "no address".to_owned(),
         })?;
         let first_id = rand::random_range(1..=proto::MAX_ID);
-        let mut socket = Socket::connect(first)?;
+        let mut socket = Socket::connect(first, config.trace)?;
         socket.set_tap(config.capture.start()?);
         Ok(Client {
             socket,
@@ -381,7 +381,7 @@ impl Client {
         log::info!("{refused}; trying the server's next address");
         self.current = (self.current + 1) % self.config.servers.len();
         let tap = self.socket.take_tap();
-        self.socket = Socket::connect(self.peer())?;
+        self.socket = Socket::connect(self.peer(), self.config.trace)?;
         self.socket.set_tap(tap);
         Ok(())
     }

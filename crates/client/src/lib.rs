@@ -28,6 +28,7 @@ mod report;
 mod rtt;
 mod stop;
 mod sys;
+mod trace;
 mod window;
 
 pub use args::{

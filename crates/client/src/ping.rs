@@ -33,6 +33,8 @@ pub struct PingConfig {
     pub output: Output,
     /// Copies of the datagrams (`--pcap`, `--hexdump`).
     pub capture: Capture,
+    /// Print each socket system call on stderr (`--trace`).
+    pub trace: bool,
 }
 
 /// How a ping ended: its books, its RTTs and how long it ran.
@@ -59,7 +61,7 @@ impl PingSummary {
 /// stop, printing ping(8)'s lines on `out`; returns the books (printed by [`PingSummary`]'s
 /// `Display`).
 pub fn ping(config: &PingConfig, out: &mut dyn Write, stop: &Stop) -> Result<PingSummary, Error> {
-    let mut socket = Socket::connect(config.server)?;
+    let mut socket = Socket::connect(config.server, config.trace)?;
     socket.set_tap(config.capture.start()?);
     let requests = Requests::new(config.encoding, Payload::Probe { size: config.size });
     // As many probes can be awaited at once as are sent in one timeout.

@@ -5,6 +5,10 @@
 //! Unix code (`unix`) and a portable fallback on the standard library alone (`fallback`, what
 //! Windows builds) are picked once, here, with `#[cfg]`; the rest of the crate never names a
 //! platform. No `unsafe` of ours: `nix` and `signal-hook` wrap the system calls.
+//!
+//! Each call on the socket is traced here (`--trace`, [`SocketTrace`]) by the code that makes
+//! it; the socket is opened with socket2 call by call (`socket`, `bind`, `connect`), since
+//! std's `UdpSocket::bind` makes two calls in one.
 
 use std::ffi::OsString;
 use std::io;
@@ -15,11 +19,13 @@ use std::time::Duration;
 
 #[cfg(not(unix))]
 use fallback as imp;
+use socket2::{Domain, Protocol, Type};
 #[cfg(unix)]
 use unix as imp;
 
 use crate::Error;
 use crate::capture::Tap;
+use crate::trace::{SocketTrace, errno, family};
 
 /// Most datagrams [`Socket::drain`] discards in one call, so that a peer flooding us cannot keep
 /// the client draining forever.
@@ -35,6 +41,8 @@ pub(crate) struct Socket {
     timeout: Option<Duration>,
     /// Gets a copy of every datagram sent and received (`--pcap`, `--hexdump`).
     tap: Option<Tap>,
+    /// `--trace`: each call on this socket printed as it is made (off: one branch per call).
+    trace: SocketTrace,
 }
 
 /// The receive buffer the socket asks for: 2 MiB, which Linux caps at `net.core.rmem_max` and
@@ -43,21 +51,54 @@ pub(crate) struct Socket {
 pub(crate) const RECEIVE_BUFFER_BYTES: usize = 2 << 20;
 
 impl Socket {
-    /// Binds a socket of `peer`'s family and connects it to `peer`.
-    pub(crate) fn connect(peer: SocketAddr) -> Result<Socket, Error> {
+    /// Binds a socket of `peer`'s family and connects it to `peer`; with `trace` on, each
+    /// call is printed on stderr as it is made.
+    pub(crate) fn connect(peer: SocketAddr, trace: bool) -> Result<Socket, Error> {
         let local: SocketAddr = match peer {
             SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
             SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
         };
-        let socket = UdpSocket::bind(local).map_err(|source| Error::Socket {
+        let trace = SocketTrace::stderr(trace);
+        let socket =
+            socket2::Socket::new(Domain::for_address(peer), Type::DGRAM, Some(Protocol::UDP));
+        if let Err(e) = &socket {
+            trace.call(format_args!(
+                "socket({}, SOCK_DGRAM) → {}",
+                family(peer),
+                errno(e)
+            ));
+        }
+        let socket = socket.map_err(|source| Error::Socket {
+            doing: "opening a socket",
+            source,
+        })?;
+        let fd = imp::fd(&socket);
+        let trace = trace.socket(fd);
+        trace.call(format_args!(
+            "socket({}, SOCK_DGRAM) → fd {fd}",
+            family(peer)
+        ));
+        let bound = socket.bind(&local.into());
+        trace.done(format_args!("bind({local})"), &bound);
+        bound.map_err(|source| Error::Socket {
             doing: "binding",
             source,
         })?;
-        socket.connect(peer).map_err(|source| Error::Socket {
+        let connected = socket.connect(&peer.into());
+        trace.done(format_args!("connect({peer})"), &connected);
+        connected.map_err(|source| Error::Socket {
             doing: "connecting",
             source,
         })?;
-        if let Err(e) = imp::grow_receive_buffer(&socket) {
+        let socket = UdpSocket::from(socket);
+        let grown = imp::grow_receive_buffer(&socket);
+        if imp::GROWS_RECEIVE_BUFFER {
+            trace.done(
+                format_args!("setsockopt(SO_RCVBUF, {RECEIVE_BUFFER_BYTES})"),
+                &grown,
+            );
+        }
+        if let Err(e) = grown {
             log::debug!("the receive buffer keeps the system's default size: {e}");
         }
         Ok(Socket {
@@ -65,6 +106,7 @@ impl Socket {
             peer,
             timeout: None,
             tap: None,
+            trace,
         })
     }
 
@@ -93,7 +135,14 @@ impl Socket {
     /// Sends one datagram. A refusal (see [`refused`]) means nothing listens on the peer.
     pub(crate) fn send(&mut self, datagram: &[u8]) -> io::Result<()> {
         loop {
-            match self.socket.send(datagram) {
+            let made = self.trace.clock();
+            let sent = self.socket.send(datagram);
+            self.trace.sent(
+                made,
+                format_args!("send(…, {} bytes)", datagram.len()),
+                &sent,
+            );
+            match sent {
                 Ok(_) => {
                     if let Some(tap) = &mut self.tap {
                         tap.sent(datagram);
@@ -113,11 +162,15 @@ impl Socket {
         if wait.is_zero() {
             return Ok(None);
         }
-        if self.timeout != Some(wait) {
-            self.socket.set_read_timeout(Some(wait))?;
-            self.timeout = Some(wait);
+        self.set_timeout(wait)?;
+        let received = self.socket.recv(buf);
+        if self.trace.is_on() {
+            match &received {
+                Ok(len) => self.trace.call(format_args!("recv(…) → {len} bytes")),
+                Err(e) => self.trace.failed("recv(…)", e),
+            }
         }
-        match self.socket.recv(buf) {
+        match received {
             Ok(len) => {
                 if let Some(tap) = &mut self.tap {
                     tap.received(&buf[..len.min(buf.len())], len);
@@ -142,11 +195,28 @@ impl Socket {
     /// [`MAX_DRAIN`]). A refusal pending on the socket is returned as the error it is.
     pub(crate) fn drain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let tap = &mut self.tap;
-        imp::drain(&self.socket, buf, MAX_DRAIN, &mut |datagram| {
+        imp::drain(&self.socket, buf, MAX_DRAIN, &self.trace, &mut |datagram| {
             if let Some(tap) = tap {
                 tap.received(datagram, datagram.len());
             }
         })
+    }
+
+    /// Sets the receive timeout to `wait` unless it already is.
+    fn set_timeout(&mut self, wait: Duration) -> io::Result<()> {
+        if self.timeout != Some(wait) {
+            let set = self.socket.set_read_timeout(Some(wait));
+            self.trace.done(
+                format_args!(
+                    "setsockopt(SO_RCVTIMEO, {})",
+                    humantime::format_duration(wait)
+                ),
+                &set,
+            );
+            set?;
+            self.timeout = Some(wait);
+        }
+        Ok(())
     }
 
     /// Sends `datagrams` in as few system calls as the platform allows (one `sendmmsg` on
@@ -160,7 +230,7 @@ impl Socket {
         if datagrams.len() == 1 {
             return self.send(&datagrams[0]).map(|()| 1);
         }
-        let sent = imp::send_batch(&self.socket, &mut batch.sys, datagrams)?;
+        let sent = imp::send_batch(&self.socket, &mut batch.sys, datagrams, &self.trace)?;
         if let Some(tap) = &mut self.tap {
             for datagram in datagrams.iter().take(sent) {
                 tap.sent(datagram);
@@ -174,9 +244,8 @@ impl Socket {
     /// call). Returns how many; 0 when none came in time. A zero `wait` does not block.
     pub(crate) fn recv_batch(&mut self, batch: &mut Batch, wait: Duration) -> io::Result<usize> {
         let flags_nonblocking = wait.is_zero();
-        if !flags_nonblocking && self.timeout != Some(wait) {
-            self.socket.set_read_timeout(Some(wait))?;
-            self.timeout = Some(wait);
+        if !flags_nonblocking {
+            self.set_timeout(wait)?;
         }
         batch.received = 0;
         let Batch {
@@ -194,6 +263,7 @@ impl Socket {
             *slot,
             lens,
             flags_nonblocking,
+            &self.trace,
         )?;
         batch.received = received;
         if let Some(tap) = &mut self.tap {
@@ -202,6 +272,13 @@ impl Socket {
             }
         }
         Ok(received)
+    }
+}
+
+impl Drop for Socket {
+    /// The descriptor is closed right after this, when the standard library's socket drops.
+    fn drop(&mut self) {
+        self.trace.call(format_args!("close()"));
     }
 }
 
@@ -279,17 +356,37 @@ mod unix {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
     use crate::Signal;
+    use crate::trace::SocketTrace;
+
+    /// The socket's descriptor, as traces name it.
+    pub(super) fn fd(socket: &socket2::Socket) -> i32 {
+        socket.as_raw_fd()
+    }
 
     /// `recv` with `MSG_DONTWAIT`: no switch of the socket to non-blocking mode and back.
     pub(super) fn drain(
         socket: &UdpSocket,
         buf: &mut [u8],
         max: usize,
+        trace: &SocketTrace,
         seen: &mut dyn FnMut(&[u8]),
     ) -> io::Result<usize> {
         let mut drained = 0;
         while drained < max {
-            match recv(socket.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+            let received = recv(socket.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT);
+            if trace.is_on() {
+                match received {
+                    Ok(len) => trace.call(format_args!("recv(…, MSG_DONTWAIT) → {len} bytes")),
+                    Err(Errno::EAGAIN) => trace.call(format_args!(
+                        "recv(…, MSG_DONTWAIT) → EAGAIN (none waiting)"
+                    )),
+                    Err(errno) => trace.call(format_args!(
+                        "recv(…, MSG_DONTWAIT) → {errno:?} ({})",
+                        errno.desc()
+                    )),
+                }
+            }
+            match received {
                 Ok(len) => {
                     seen(&buf[..len.min(buf.len())]);
                     drained += 1;
@@ -305,6 +402,9 @@ mod unix {
     pub(super) fn refused(e: &io::Error) -> bool {
         e.kind() == io::ErrorKind::ConnectionRefused
     }
+
+    /// Whether [`grow_receive_buffer`] makes a system call.
+    pub(super) const GROWS_RECEIVE_BUFFER: bool = true;
 
     /// Asks for a receive buffer of [`RECEIVE_BUFFER_BYTES`](super::RECEIVE_BUFFER_BYTES).
     pub(super) fn grow_receive_buffer(socket: &UdpSocket) -> io::Result<()> {
@@ -346,6 +446,8 @@ mod batch {
     use nix::errno::Errno;
     use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, recvmmsg, sendmmsg};
 
+    use crate::trace::SocketTrace;
+
     /// Most datagrams one call moves: the I/O vectors live on the stack, this many at a time.
     const MAX: usize = 64;
 
@@ -369,6 +471,7 @@ mod batch {
         socket: &UdpSocket,
         headers: &mut BatchHeaders,
         datagrams: &[Vec<u8>],
+        trace: &SocketTrace,
     ) -> io::Result<usize> {
         let n = datagrams.len().min(MAX);
         let iovs: [[IoSlice<'_>; 1]; MAX] = std::array::from_fn(|i| {
@@ -379,15 +482,34 @@ mod batch {
         let addrs = [None::<()>; MAX];
         let cmsgs: [ControlMessage<'_>; 0] = [];
         loop {
-            match sendmmsg(
+            let made = trace.clock();
+            let sent = sendmmsg(
                 socket.as_raw_fd(),
                 &mut headers.send,
                 &iovs[..n],
                 &addrs[..n],
                 cmsgs,
                 MsgFlags::empty(),
-            ) {
-                Ok(results) => return Ok(results.count()),
+            )
+            .map(Iterator::count);
+            if trace.is_on() {
+                let plural = if n == 1 { "" } else { "s" };
+                let result = sent.map_err(io::Error::from);
+                match &result {
+                    Ok(count) => trace.sent(
+                        made,
+                        format_args!("sendmmsg(…, {n} datagram{plural}) → {count}"),
+                        &result,
+                    ),
+                    Err(_) => trace.sent(
+                        made,
+                        format_args!("sendmmsg(…, {n} datagram{plural})"),
+                        &result,
+                    ),
+                }
+            }
+            match sent {
+                Ok(count) => return Ok(count),
                 Err(Errno::EINTR) => {}
                 Err(errno) => return Err(errno.into()),
             }
@@ -401,6 +523,7 @@ mod batch {
         slot: usize,
         lens: &mut [usize],
         nonblocking: bool,
+        trace: &SocketTrace,
     ) -> io::Result<usize> {
         let mut chunks = bufs.chunks_mut(slot);
         let mut iovs: [[IoSliceMut<'_>; 1]; MAX] =
@@ -411,23 +534,45 @@ mod batch {
         if nonblocking {
             flags |= MsgFlags::MSG_DONTWAIT;
         }
-        // EINTR (a signal) and EAGAIN (the timeout) are "nothing yet": the caller looks at
-        // Stop and its clock, and calls again.
-        match recvmmsg(
+        let call = if nonblocking {
+            "recvmmsg(…, MSG_DONTWAIT)"
+        } else {
+            "recvmmsg(…)"
+        };
+        let received = recvmmsg(
             socket.as_raw_fd(),
             &mut headers.recv,
             &mut iovs[..n],
             flags,
             None,
-        ) {
-            Ok(results) => {
-                let mut count = 0;
-                for (len, message) in lens.iter_mut().zip(results) {
-                    *len = message.bytes;
-                    count += 1;
-                }
-                Ok(count)
+        )
+        .map(|results| {
+            let mut count = 0;
+            for (len, message) in lens.iter_mut().zip(results) {
+                *len = message.bytes;
+                count += 1;
             }
+            count
+        });
+        if trace.is_on() {
+            match received {
+                Ok(count) => {
+                    let plural = if count == 1 { "" } else { "s" };
+                    let bytes: usize = lens[..count].iter().sum();
+                    trace.call(format_args!(
+                        "{call} → {count} datagram{plural} ({bytes} bytes)"
+                    ));
+                }
+                Err(Errno::EAGAIN) if nonblocking => {
+                    trace.call(format_args!("{call} → EAGAIN (none waiting)"));
+                }
+                Err(errno) => trace.failed(call, &errno.into()),
+            }
+        }
+        // EINTR (a signal) and EAGAIN (the timeout) are "nothing yet": the caller looks at
+        // Stop and its clock, and calls again.
+        match received {
+            Ok(count) => Ok(count),
             Err(Errno::EINTR | Errno::EAGAIN) => Ok(0),
             Err(errno) => Err(errno.into()),
         }
@@ -439,6 +584,8 @@ mod batch {
 mod batch {
     use std::io;
     use std::net::UdpSocket;
+
+    use crate::trace::SocketTrace;
 
     pub(crate) struct BatchHeaders;
 
@@ -452,10 +599,18 @@ mod batch {
         socket: &UdpSocket,
         _headers: &mut BatchHeaders,
         datagrams: &[Vec<u8>],
+        trace: &SocketTrace,
     ) -> io::Result<usize> {
         let mut sent = 0;
         for datagram in datagrams {
-            match socket.send(datagram) {
+            let made = trace.clock();
+            let result = socket.send(datagram);
+            trace.sent(
+                made,
+                format_args!("send(…, {} bytes)", datagram.len()),
+                &result,
+            );
+            match result {
                 Ok(_) => sent += 1,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if sent > 0 && e.kind() == io::ErrorKind::WouldBlock => break,
@@ -472,6 +627,7 @@ mod batch {
         slot: usize,
         lens: &mut [usize],
         nonblocking: bool,
+        trace: &SocketTrace,
     ) -> io::Result<usize> {
         let Some(first) = bufs.chunks_mut(slot).next() else {
             return Ok(0);
@@ -482,6 +638,12 @@ mod batch {
         let result = socket.recv(first);
         if nonblocking {
             socket.set_nonblocking(false)?;
+        }
+        if trace.is_on() {
+            match &result {
+                Ok(len) => trace.call(format_args!("recv(…) → {len} bytes")),
+                Err(e) => trace.failed("recv(…)", e),
+            }
         }
         match result {
             Ok(len) => {
@@ -513,6 +675,23 @@ mod fallback {
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
 
+    use crate::trace::SocketTrace;
+
+    /// The socket's handle, as traces name it.
+    #[cfg(windows)]
+    pub(super) fn fd(socket: &socket2::Socket) -> u64 {
+        std::os::windows::io::AsRawSocket::as_raw_socket(socket)
+    }
+
+    /// No descriptor to name.
+    #[cfg(not(windows))]
+    pub(super) fn fd(_: &socket2::Socket) -> &'static str {
+        "?"
+    }
+
+    /// Whether [`grow_receive_buffer`] makes a system call.
+    pub(super) const GROWS_RECEIVE_BUFFER: bool = false;
+
     /// The system's default size serves; std cannot set another.
     pub(super) fn grow_receive_buffer(_: &UdpSocket) -> io::Result<()> {
         Ok(())
@@ -522,13 +701,16 @@ mod fallback {
         socket: &UdpSocket,
         buf: &mut [u8],
         max: usize,
+        trace: &SocketTrace,
         seen: &mut dyn FnMut(&[u8]),
     ) -> io::Result<usize> {
         socket.set_nonblocking(true)?;
         let mut drained = 0;
         let mut result = Ok(());
         while drained < max {
-            match socket.recv(buf) {
+            let received = socket.recv(buf);
+            trace.done(format_args!("recv(…, non-blocking)"), &received);
+            match received {
                 Ok(len) => {
                     seen(&buf[..len.min(buf.len())]);
                     drained += 1;

@@ -130,6 +130,11 @@ pub struct Args {
     /// `tcpdump -X`), beside the tutorial's lines (also with --quiet)
     #[arg(long)]
     pub hexdump: bool,
+    /// Print each socket system call on stderr as it is made (socket, bind, recvfrom,
+    /// sendto, recvmmsg, close...), with UTC timestamps to the microsecond: the tutorial's
+    /// figure, from the real run
+    #[arg(long)]
+    pub trace: bool,
 
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
     #[arg(long, short, action = clap::ArgAction::Count)]
@@ -166,6 +171,8 @@ pub struct Config {
     pub pcap: Option<PathBuf>,
     /// Show every datagram as a hex dump on stdout (`--hexdump`).
     pub hexdump: bool,
+    /// Print each socket system call on stderr (`--trace`).
+    pub trace: bool,
 }
 
 /// A token bucket's refill rate and depth, per source IP.
@@ -218,6 +225,7 @@ impl Config {
             cache: CacheLimits::default(),
             pcap: None,
             hexdump: false,
+            trace: false,
         }
     }
 }
@@ -260,6 +268,7 @@ impl From<&Args> for Config {
             cache: CacheLimits::default(),
             pcap: args.pcap.clone(),
             hexdump: args.hexdump,
+            trace: args.trace,
         }
     }
 }

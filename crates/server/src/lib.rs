@@ -43,6 +43,7 @@ mod sink;
 mod summary;
 mod sys;
 mod timeline;
+mod trace;
 
 pub use amplification::{AMPLIFICATION_FACTOR, AmplificationBudget, wire_len};
 pub use args::{Args, Config, Encoding, MAX_DURATION, Mode, Output, RateLimit};
@@ -59,6 +60,7 @@ pub use server::Server;
 pub use shared::{AccessCounter, CLAIM_WINDOW, GroupClaims, MAX_WORKERS, Shared};
 pub use sink::{Sink, TutorialLines};
 pub use summary::{PEER_TALLY_CAP, Summary};
+pub use trace::SocketTrace;
 
 use std::sync::atomic::AtomicBool;
 
@@ -66,7 +68,12 @@ use std::sync::atomic::AtomicBool;
 /// 127.0.0.1:50000`, always the first line, so that scripts and tests can read the port),
 /// serves until `stop` is set, and returns the books, with the output lines dropped so far.
 pub fn run(config: Config, stop: &AtomicBool, console: &Console) -> Result<Summary, Error> {
-    let mut server = Server::bind(config)?;
+    let trace = if config.trace {
+        SocketTrace::to(console.stderr.clone())
+    } else {
+        SocketTrace::off()
+    };
+    let mut server = Server::bind_traced(config, &trace)?;
     let bound = server.local_addr();
     // Before the announce line: a capture file that cannot be written stops the server here.
     let capture = Capture::start(

@@ -26,6 +26,7 @@ use crate::core::{Answer, Core, Handled};
 use crate::shared::{Shared, lock};
 use crate::sink::Sink;
 use crate::sys::{BATCH, Batch, Outgoing, RecvMeta, ServerSocket, Waker};
+use crate::trace::SocketTrace;
 use crate::{Config, Error, Summary};
 
 /// How often the watch (see [`Server::run`]) looks at the stop flag: a stop request is seen
@@ -49,12 +50,18 @@ impl Server {
     /// Binds the socket `config.bind` names, one per worker (`config.workers`; with
     /// `config.once`, one).
     pub fn bind(config: Config) -> Result<Server, Error> {
+        Server::bind_traced(config, &SocketTrace::off())
+    }
+
+    /// Like [`bind`](Server::bind), with every call on the sockets printed to `trace`
+    /// (`--trace`).
+    pub fn bind_traced(config: Config, trace: &SocketTrace) -> Result<Server, Error> {
         let workers = if config.once {
             1
         } else {
             config.workers.max(1)
         };
-        let sockets = ServerSocket::bind_group(config.bind, workers)
+        let sockets = ServerSocket::bind_group(config.bind, workers, trace)
             .map_err(|e| Error::from_bind(config.bind, e))?;
         for socket in &sockets {
             // Set once here: the loop makes no system call but the receive and the send.

@@ -28,6 +28,11 @@
 //! Several sockets can share one address with `SO_REUSEPORT` ([`ServerSocket::bind_group`]),
 //! the kernel spreading peers across them by a hash of the 4-tuple.
 //!
+//! Every system call on a socket is made here, and each is traced here, by the code that makes
+//! it ([`SocketTrace`], `--trace`): the sockets are opened with socket2 call by call (`socket`,
+//! `setsockopt`, `bind`) rather than by std's `UdpSocket::bind`, which makes two calls in one.
+//! With the trace off, each hook is one branch on an `Option`.
+//!
 //! Why nix's `recvmmsg`/`sendmmsg` (with `MultiHeaders`, allocated once, so a call allocates
 //! nothing) rather than quinn-udp, the maintained batched UDP layer: quinn-udp is made for QUIC
 //! and its choices do not fit a general tool. It sends one `sendmsg` per datagram (GSO instead
@@ -46,6 +51,9 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use proto::RECV_BUFFER;
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use crate::trace::{SocketTrace, errno, family};
 
 /// Datagrams taken by one receive, and answers sent by one send: 32 on Linux, where a batch of
 /// 32 already brings the system calls per datagram to a few hundredths under load, while its
@@ -111,6 +119,8 @@ pub struct Outgoing<'a> {
 pub struct Waker {
     /// The same socket, through a second descriptor.
     socket: UdpSocket,
+    /// The socket's trace: the call is made on it, from the watch's thread.
+    trace: SocketTrace,
 }
 
 impl Waker {
@@ -119,7 +129,8 @@ impl Waker {
         #[cfg(target_os = "linux")]
         {
             // Reports ENOTCONN on an unconnected UDP socket, yet marks it shut and wakes it.
-            let _ = socket2::SockRef::from(&self.socket).shutdown(std::net::Shutdown::Read);
+            let shut = socket2::SockRef::from(&self.socket).shutdown(std::net::Shutdown::Read);
+            self.trace.done(format_args!("shutdown(SHUT_RD)"), &shut);
         }
         #[cfg(not(target_os = "linux"))]
         let _ = &self.socket;
@@ -134,6 +145,8 @@ pub struct ServerSocket {
     /// Whether the bound address itself is a broadcast or multicast one, so that every datagram
     /// reaches all sockets of a group.
     group_bind: bool,
+    /// `--trace`: each call on this socket printed as it is made (off: one branch per call).
+    trace: SocketTrace,
 }
 
 /// The headers a socket's batched receives and sends reuse. Made by [`ServerSocket::batch`]
@@ -156,26 +169,46 @@ impl ServerSocket {
     /// would; only then is `SO_REUSEPORT` set on it and the others bound to the same address
     /// (the port it got, for port 0) with it. Linux lets a bound socket join a reuseport group
     /// this way: the group is made when the second socket binds.
-    pub fn bind_group(addr: SocketAddr, workers: usize) -> io::Result<Vec<ServerSocket>> {
-        let first = UdpSocket::bind(addr)?;
+    pub fn bind_group(
+        addr: SocketAddr,
+        workers: usize,
+        trace: &SocketTrace,
+    ) -> io::Result<Vec<ServerSocket>> {
+        let name = |worker: usize| (workers > 1).then_some(worker);
+        let (first, first_trace) = open(addr, name(0), false, trace)?;
         if workers <= 1 {
-            return Ok(vec![ServerSocket::from_std(first, addr)?]);
+            return Ok(vec![ServerSocket::from_std(first, addr, first_trace)?]);
         }
-        imp::set_reuse_port(&first)?;
+        let reuse = imp::set_reuse_port(SockRef::from(&first));
+        first_trace.done(format_args!("setsockopt(SO_REUSEPORT, 1)"), &reuse);
+        reuse?;
+        let first = ServerSocket::from_std(first, addr, first_trace)?;
         let bound = first.local_addr()?;
         let mut sockets = Vec::with_capacity(workers);
-        sockets.push(ServerSocket::from_std(first, addr)?);
-        for _ in 1..workers {
-            sockets.push(ServerSocket::from_std(imp::bind_reuse_port(bound)?, addr)?);
+        sockets.push(first);
+        for worker in 1..workers {
+            let (socket, socket_trace) = open(bound, name(worker), true, trace)?;
+            sockets.push(ServerSocket::from_std(socket, addr, socket_trace)?);
         }
         Ok(sockets)
     }
 
-    fn from_std(socket: UdpSocket, addr: SocketAddr) -> io::Result<ServerSocket> {
-        if let Err(e) = imp::grow_receive_buffer(&socket) {
+    fn from_std(
+        socket: UdpSocket,
+        addr: SocketAddr,
+        trace: SocketTrace,
+    ) -> io::Result<ServerSocket> {
+        let grown = imp::grow_receive_buffer(&socket);
+        if imp::GROWS_RECEIVE_BUFFER {
+            trace.done(
+                format_args!("setsockopt(SO_RCVBUF, {RECEIVE_BUFFER_BYTES})"),
+                &grown,
+            );
+        }
+        if let Err(e) = grown {
             log::debug!("the receive buffer keeps the system's default size: {e}");
         }
-        let pktinfo = addr.ip().is_unspecified() && imp::enable_pktinfo(&socket, addr)?;
+        let pktinfo = addr.ip().is_unspecified() && imp::enable_pktinfo(&socket, addr, &trace)?;
         let group_bind = match addr.ip() {
             IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast(),
             IpAddr::V6(v6) => v6.is_multicast(),
@@ -184,12 +217,13 @@ impl ServerSocket {
             socket,
             pktinfo,
             group_bind,
+            trace,
         })
     }
 
     /// The headers for [`recv_batch`](Self::recv_batch) and [`send_batch`](Self::send_batch).
     pub fn batch(&self) -> io::Result<Batch> {
-        let v6 = self.socket.local_addr()?.is_ipv6();
+        let v6 = self.local_addr()?.is_ipv6();
         Ok(Batch {
             headers: imp::Batch::new(self.pktinfo, v6),
             single: None,
@@ -198,7 +232,12 @@ impl ServerSocket {
 
     /// The address really bound.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
+        let addr = self.socket.local_addr();
+        match &addr {
+            Ok(addr) => self.trace.call(format_args!("getsockname() → {addr}")),
+            Err(e) => self.trace.failed("getsockname()", e),
+        }
+        addr
     }
 
     /// Where a waiting receive cannot be ended by a [`Waker`], bounds every later receive's
@@ -210,30 +249,63 @@ impl ServerSocket {
         if cfg!(target_os = "linux") {
             return Ok(());
         }
-        self.socket.set_read_timeout(Some(poll))
+        let set = self.socket.set_read_timeout(Some(poll));
+        self.trace.done(
+            format_args!(
+                "setsockopt(SO_RCVTIMEO, {})",
+                humantime::format_duration(poll)
+            ),
+            &set,
+        );
+        set
     }
 
     /// A handle that ends this socket's waits from another thread, for good.
     pub fn waker(&self) -> io::Result<Waker> {
         Ok(Waker {
             socket: self.socket.try_clone()?,
+            trace: self.trace.clone(),
         })
     }
 
     /// Receives exactly one datagram into `buf`; another one queued stays in the socket.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
         let mut meta = if self.pktinfo {
-            imp::recv_with_local(&self.socket, buf)?
+            let meta = imp::recv_with_local(&self.socket, buf);
+            self.trace_recv(imp::RECV_WITH_LOCAL, &meta);
+            meta?
         } else {
-            let (len, peer) = self.socket.recv_from(buf)?;
-            RecvMeta {
-                len,
-                peer: Some(peer),
-                ..RecvMeta::EMPTY
-            }
+            self.recv_from(buf)?
         };
         meta.group |= self.group_bind;
         Ok(meta)
+    }
+
+    /// One `recvfrom`.
+    fn recv_from(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
+        let meta = self.socket.recv_from(buf).map(|(len, peer)| RecvMeta {
+            len,
+            peer: Some(peer),
+            ..RecvMeta::EMPTY
+        });
+        self.trace_recv("recvfrom(…)", &meta);
+        meta
+    }
+
+    /// Traces a receive of one datagram.
+    #[inline]
+    fn trace_recv(&self, call: &'static str, meta: &io::Result<RecvMeta>) {
+        if self.trace.is_on() {
+            match meta {
+                Ok(meta) => self.trace.call(format_args!(
+                    "{call} → {} bytes from {}{}",
+                    meta.len,
+                    Shown(meta.peer),
+                    To(meta.local)
+                )),
+                Err(e) => self.trace.failed(call, e),
+            }
+        }
     }
 
     /// Receives up to `metas.len()` datagrams (at most [`BATCH`]), the `i`th into the `i`th
@@ -257,16 +329,24 @@ impl ServerSocket {
             && let (Some(buf), Some(meta)) = (bufs.get_mut(..RECV_BUFFER), metas.first_mut())
         {
             batch.single = Some(left - 1);
-            let (len, peer) = self.socket.recv_from(buf)?;
             *meta = RecvMeta {
-                len,
-                peer: Some(peer),
                 group: self.group_bind,
-                ..RecvMeta::EMPTY
+                ..self.recv_from(buf)?
             };
             return Ok(1);
         }
-        let n = imp::recv_batch(&self.socket, &mut batch.headers, bufs, metas)?;
+        let received = imp::recv_batch(&self.socket, &mut batch.headers, bufs, metas);
+        if self.trace.is_on() {
+            match &received {
+                Ok(n) => self.trace.call(format_args!(
+                    "{} → {}",
+                    imp::RECV_BATCH,
+                    Received(&metas[..*n])
+                )),
+                Err(e) => self.trace.failed(imp::RECV_BATCH, e),
+            }
+        }
+        let n = received?;
         batch.single = (n == 1 && BATCH > 1).then_some(SINGLE_RUN - 1);
         if self.group_bind {
             for meta in &mut metas[..n] {
@@ -290,7 +370,14 @@ impl ServerSocket {
             && (!self.pktinfo || one.local.is_none())
         {
             loop {
-                match self.socket.send_to(one.datagram, one.peer) {
+                let made = self.trace.clock();
+                let sent = self.socket.send_to(one.datagram, one.peer);
+                self.trace.sent(
+                    made,
+                    format_args!("sendto(…, {} bytes, {})", one.datagram.len(), one.peer),
+                    &sent,
+                );
+                match sent {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => break failed(0, e),
                     Ok(_) => break,
@@ -298,7 +385,96 @@ impl ServerSocket {
             }
             return;
         }
-        imp::send_batch(&self.socket, &mut batch.headers, out, failed);
+        imp::send_batch(&self.socket, &mut batch.headers, out, failed, &self.trace);
+    }
+}
+
+impl Drop for ServerSocket {
+    /// The descriptor is closed right after this, when the standard library's socket drops.
+    fn drop(&mut self) {
+        self.trace.call(format_args!("close()"));
+    }
+}
+
+/// Opens a UDP socket of `addr`'s family and binds it to `addr` (with `SO_REUSEPORT` first when
+/// `reuse_port`), each call traced; returns it with its trace (named `w{worker}` with several
+/// workers).
+fn open(
+    addr: SocketAddr,
+    worker: Option<usize>,
+    reuse_port: bool,
+    trace: &SocketTrace,
+) -> io::Result<(UdpSocket, SocketTrace)> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP));
+    if let Err(e) = &socket {
+        trace.call(format_args!(
+            "socket({}, SOCK_DGRAM) → {}",
+            family(addr),
+            errno(e)
+        ));
+    }
+    let socket = socket?;
+    let fd = imp::fd(&socket);
+    let trace = trace.socket(worker, fd);
+    trace.call(format_args!(
+        "socket({}, SOCK_DGRAM) → fd {fd}",
+        family(addr)
+    ));
+    if reuse_port {
+        let reuse = imp::set_reuse_port(SockRef::from(&socket));
+        trace.done(format_args!("setsockopt(SO_REUSEPORT, 1)"), &reuse);
+        reuse?;
+    }
+    let bound = socket.bind(&addr.into());
+    trace.done(format_args!("bind({addr})"), &bound);
+    bound?;
+    Ok((socket.into(), trace))
+}
+
+/// An address as a trace shows it (`?` when the system gave none).
+struct Shown(Option<SocketAddr>);
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => write!(f, "{addr}"),
+            None => f.write_str("?"),
+        }
+    }
+}
+
+/// The local address a datagram came to, when the socket reports it.
+struct To(Option<IpAddr>);
+
+impl std::fmt::Display for To {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => write!(f, " to {ip}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A batch received: `3 datagrams (14, 14, 14 bytes) from 127.0.0.1:54321`.
+struct Received<'a>(&'a [RecvMeta]);
+
+impl std::fmt::Display for Received<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let metas = self.0;
+        let plural = if metas.len() == 1 { "" } else { "s" };
+        write!(f, "{} datagram{plural} (", metas.len())?;
+        for (i, meta) in metas.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{}", meta.len)?;
+        }
+        f.write_str(" bytes)")?;
+        match metas.first() {
+            Some(first) if metas.iter().all(|m| m.peer == first.peer) => {
+                write!(f, " from {}{}", Shown(first.peer), To(first.local))
+            }
+            Some(_) => f.write_str(" from several peers"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -319,9 +495,21 @@ mod imp {
         ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg,
         recvmsg, sendmmsg, setsockopt, sockopt,
     };
-    use socket2::{Domain, Protocol, SockRef, Socket, Type};
+    use socket2::{SockRef, Socket};
 
     use super::{BATCH, Outgoing, RECV_BUFFER, RecvMeta, slots};
+    use crate::trace::SocketTrace;
+
+    /// The call [`recv_with_local`] makes, as a trace names it.
+    pub const RECV_WITH_LOCAL: &str = "recvmsg(…)";
+
+    /// The call [`recv_batch`] makes, as a trace names it.
+    pub const RECV_BATCH: &str = "recvmmsg(…)";
+
+    /// The socket's descriptor, as traces name it.
+    pub fn fd(socket: &Socket) -> i32 {
+        socket.as_raw_fd()
+    }
 
     /// The headers of `recvmmsg` and `sendmmsg`, allocated once per socket.
     pub struct Batch {
@@ -356,27 +544,36 @@ mod imp {
         MultiHeaders::preallocate(BATCH, pktinfo.then(|| cmsg_space!(libc::in6_pktinfo)))
     }
 
-    pub fn set_reuse_port(socket: &UdpSocket) -> io::Result<()> {
-        SockRef::from(socket).set_reuse_port(true)
+    pub fn set_reuse_port(socket: SockRef<'_>) -> io::Result<()> {
+        socket.set_reuse_port(true)
     }
+
+    /// Whether [`grow_receive_buffer`] makes a system call.
+    pub const GROWS_RECEIVE_BUFFER: bool = true;
 
     pub fn grow_receive_buffer(socket: &UdpSocket) -> io::Result<()> {
         SockRef::from(socket).set_recv_buffer_size(super::RECEIVE_BUFFER_BYTES)
     }
 
-    pub fn bind_reuse_port(addr: SocketAddr) -> io::Result<UdpSocket> {
-        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        socket.set_reuse_port(true)?;
-        socket.bind(&addr.into())?;
-        Ok(socket.into())
-    }
-
-    pub fn enable_pktinfo(socket: &UdpSocket, addr: SocketAddr) -> io::Result<bool> {
-        match addr {
-            SocketAddr::V4(_) => setsockopt(socket, sockopt::Ipv4PacketInfo, &true)?,
+    pub fn enable_pktinfo(
+        socket: &UdpSocket,
+        addr: SocketAddr,
+        trace: &SocketTrace,
+    ) -> io::Result<bool> {
+        let (option, set) = match addr {
+            SocketAddr::V4(_) => (
+                "IP_PKTINFO",
+                setsockopt(socket, sockopt::Ipv4PacketInfo, &true),
+            ),
             // On a dual-stack socket this also reports IPv4 datagrams, as mapped addresses.
-            SocketAddr::V6(_) => setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)?,
-        }
+            SocketAddr::V6(_) => (
+                "IPV6_RECVPKTINFO",
+                setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true),
+            ),
+        };
+        let set = set.map_err(io::Error::from);
+        trace.done(format_args!("setsockopt({option}, 1)"), &set);
+        set?;
         Ok(true)
     }
 
@@ -490,6 +687,7 @@ mod imp {
         batch: &mut Batch,
         out: &[Outgoing<'_>],
         failed: &mut dyn FnMut(usize, io::Error),
+        trace: &SocketTrace,
     ) {
         let mut start = 0;
         while start < out.len() {
@@ -506,7 +704,26 @@ mod imp {
             }
             let mut next = start;
             while next < end {
-                match send_run(socket, batch, &out[next..end], local) {
+                let made = trace.clock();
+                let sent = send_run(socket, batch, &out[next..end], local);
+                if trace.is_on() {
+                    let n = end - next;
+                    let plural = if n == 1 { "" } else { "s" };
+                    let result = sent.map_err(io::Error::from);
+                    match &result {
+                        Ok(count) => trace.sent(
+                            made,
+                            format_args!("sendmmsg(…, {n} datagram{plural}) → {count}"),
+                            &result,
+                        ),
+                        Err(_) => trace.sent(
+                            made,
+                            format_args!("sendmmsg(…, {n} datagram{plural})"),
+                            &result,
+                        ),
+                    }
+                }
+                match sent {
                     // The kernel stops at the first datagram it cannot send and says how many
                     // went: the next call starts with that one and reports its error.
                     Ok(sent) if sent > 0 => next += sent,
@@ -596,7 +813,28 @@ mod imp {
     use std::io;
     use std::net::{SocketAddr, UdpSocket};
 
+    use socket2::{SockRef, Socket};
+
     use super::{Outgoing, RecvMeta, slots};
+    use crate::trace::SocketTrace;
+
+    /// The call [`recv_with_local`] makes, as a trace names it.
+    pub const RECV_WITH_LOCAL: &str = "recvfrom(…)";
+
+    /// The call [`recv_batch`] makes, as a trace names it.
+    pub const RECV_BATCH: &str = "recvfrom(…)";
+
+    /// The socket's descriptor, as traces name it.
+    #[cfg(unix)]
+    pub fn fd(socket: &Socket) -> i32 {
+        std::os::fd::AsRawFd::as_raw_fd(socket)
+    }
+
+    /// The socket's handle, as traces name it.
+    #[cfg(windows)]
+    pub fn fd(socket: &Socket) -> u64 {
+        std::os::windows::io::AsRawSocket::as_raw_socket(socket)
+    }
 
     /// No batch state: one datagram at a time.
     pub struct Batch;
@@ -614,20 +852,19 @@ mod imp {
         )
     }
 
-    pub fn set_reuse_port(_: &UdpSocket) -> io::Result<()> {
+    pub fn set_reuse_port(_: SockRef<'_>) -> io::Result<()> {
         Err(unsupported())
     }
+
+    /// Whether [`grow_receive_buffer`] makes a system call.
+    pub const GROWS_RECEIVE_BUFFER: bool = false;
 
     /// The system's default size serves; std cannot set another.
     pub fn grow_receive_buffer(_: &UdpSocket) -> io::Result<()> {
         Ok(())
     }
 
-    pub fn bind_reuse_port(_: SocketAddr) -> io::Result<UdpSocket> {
-        Err(unsupported())
-    }
-
-    pub fn enable_pktinfo(_: &UdpSocket, _: SocketAddr) -> io::Result<bool> {
+    pub fn enable_pktinfo(_: &UdpSocket, _: SocketAddr, _: &SocketTrace) -> io::Result<bool> {
         Ok(false)
     }
 
@@ -658,9 +895,21 @@ mod imp {
         _: &mut Batch,
         out: &[Outgoing<'_>],
         failed: &mut dyn FnMut(usize, io::Error),
+        trace: &SocketTrace,
     ) {
         for (i, answer) in out.iter().enumerate() {
-            if let Err(e) = socket.send_to(answer.datagram, answer.peer) {
+            let made = trace.clock();
+            let sent = socket.send_to(answer.datagram, answer.peer);
+            trace.sent(
+                made,
+                format_args!(
+                    "sendto(…, {} bytes, {})",
+                    answer.datagram.len(),
+                    answer.peer
+                ),
+                &sent,
+            );
+            if let Err(e) = sent {
                 failed(i, e);
             }
         }
