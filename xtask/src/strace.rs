@@ -196,10 +196,12 @@ fn compare(stderr: &[String], strace_file: &Path) -> Outcome {
     // The server's watch thread ends its workers' waits with `shutdown` while a worker is
     // blocked in a receive that strace lists when it starts and the trace when it returns: the
     // two lists must have the same shutdowns, compared apart from the ordered calls.
-    let (traced_shutdowns, traced): (Vec<Compared>, Vec<Compared>) =
-        traced.into_iter().partition(|call| call.starts_with("shutdown "));
-    let (seen_shutdowns, seen): (Vec<Compared>, Vec<Compared>) =
-        seen.into_iter().partition(|call| call.starts_with("shutdown "));
+    let (traced_shutdowns, traced): (Vec<Compared>, Vec<Compared>) = traced
+        .into_iter()
+        .partition(|call| call.starts_with("shutdown "));
+    let (seen_shutdowns, seen): (Vec<Compared>, Vec<Compared>) = seen
+        .into_iter()
+        .partition(|call| call.starts_with("shutdown "));
     if traced_shutdowns != seen_shutdowns {
         return Outcome::Fail(vec![format!(
             "--trace shows {traced_shutdowns:?}, strace {seen_shutdowns:?}\n{}",
