@@ -60,10 +60,15 @@ use std::sync::atomic::AtomicBool;
 /// serves until `stop` is set, and returns the books, with the output lines dropped so far.
 pub fn run(config: Config, stop: &AtomicBool, console: &Console) -> Result<Summary, Error> {
     let mut server = Server::bind(config)?;
-    console
-        .stderr
-        .push(format!("listening on udp {}\n", server.local_addr()).as_bytes());
     let config = server.config().clone();
+    console.stderr.push(
+        format!(
+            "listening on udp {}{}\n",
+            server.local_addr(),
+            stacks(&config)
+        )
+        .as_bytes(),
+    );
     if !config.bind.ip().to_canonical().is_loopback() {
         log::warn!(
             "bound to {}, which is reachable from the network, not only from this machine; \
@@ -84,4 +89,14 @@ pub fn run(config: Config, stop: &AtomicBool, console: &Console) -> Result<Summa
     let mut summary = server.run(stop)?;
     summary.lines_dropped = console.dropped();
     Ok(summary)
+}
+
+/// What the announce line adds after the address of a wildcard IPv6 bind: which IP versions it
+/// serves, since `[::]` alone does not say.
+fn stacks(config: &Config) -> &'static str {
+    match config.bind.ip() {
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() && config.ipv6_only => " (IPv6 only)",
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => " (IPv4 too)",
+        _ => "",
+    }
 }

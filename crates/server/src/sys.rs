@@ -46,6 +46,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use proto::RECV_BUFFER;
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 /// Datagrams taken by one receive, and answers sent by one send: 32 on Linux, where a batch of
 /// 32 already brings the system calls per datagram to a few hundredths under load, while its
@@ -126,6 +127,20 @@ pub struct Batch {
 /// In one-at-a-time mode, every this many receives one is batched, to notice a backlog.
 const SINGLE_RUN: u8 = 16;
 
+/// Binds one socket to `addr`, with `IPV6_V6ONLY` set as `v6only` says on an IPv6 address,
+/// and, with `reuse_port`, joining the `SO_REUSEPORT` group already bound there.
+fn bind_socket(addr: SocketAddr, v6only: bool, reuse_port: bool) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(v6only)?;
+    }
+    if reuse_port {
+        imp::set_reuse_port(SockRef::from(&socket))?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 impl ServerSocket {
     /// Binds `workers` sockets to `addr`; for a wildcard address, each asks for every
     /// datagram's local address. The first is bound without `SO_REUSEPORT`, so that an
@@ -133,17 +148,25 @@ impl ServerSocket {
     /// would; only then is `SO_REUSEPORT` set on it and the others bound to the same address
     /// (the port it got, for port 0) with it. Linux lets a bound socket join a reuseport group
     /// this way: the group is made when the second socket binds.
-    pub fn bind_group(addr: SocketAddr, workers: usize) -> io::Result<Vec<ServerSocket>> {
-        let first = UdpSocket::bind(addr)?;
+    ///
+    /// On an IPv6 address `IPV6_V6ONLY` is set as `v6only` says, before binding, rather than
+    /// left to the system's default (Linux's `net.ipv6.bindv6only` sysctl, which some systems
+    /// turn on): `[::]` serves IPv4 too (as mapped addresses) unless `v6only`.
+    pub fn bind_group(
+        addr: SocketAddr,
+        workers: usize,
+        v6only: bool,
+    ) -> io::Result<Vec<ServerSocket>> {
+        let first = bind_socket(addr, v6only, false)?;
         if workers <= 1 {
             return Ok(vec![ServerSocket::from_std(first, addr)?]);
         }
-        imp::set_reuse_port(&first)?;
+        imp::set_reuse_port(SockRef::from(&first))?;
         let bound = first.local_addr()?;
         let mut sockets = Vec::with_capacity(workers);
         sockets.push(ServerSocket::from_std(first, addr)?);
         for _ in 1..workers {
-            sockets.push(ServerSocket::from_std(imp::bind_reuse_port(bound)?, addr)?);
+            sockets.push(ServerSocket::from_std(bind_socket(bound, v6only, true)?, addr)?);
         }
         Ok(sockets)
     }
@@ -282,7 +305,7 @@ mod imp {
         ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg,
         recvmsg, sendmmsg, setsockopt, sockopt,
     };
-    use socket2::{Domain, Protocol, SockRef, Socket, Type};
+    use socket2::SockRef;
 
     use super::{BATCH, Outgoing, RECV_BUFFER, RecvMeta, slots};
 
@@ -319,19 +342,12 @@ mod imp {
         MultiHeaders::preallocate(BATCH, pktinfo.then(|| cmsg_space!(libc::in6_pktinfo)))
     }
 
-    pub fn set_reuse_port(socket: &UdpSocket) -> io::Result<()> {
-        SockRef::from(socket).set_reuse_port(true)
+    pub fn set_reuse_port(socket: SockRef<'_>) -> io::Result<()> {
+        socket.set_reuse_port(true)
     }
 
     pub fn grow_receive_buffer(socket: &UdpSocket) -> io::Result<()> {
         SockRef::from(socket).set_recv_buffer_size(super::RECEIVE_BUFFER_BYTES)
-    }
-
-    pub fn bind_reuse_port(addr: SocketAddr) -> io::Result<UdpSocket> {
-        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        socket.set_reuse_port(true)?;
-        socket.bind(&addr.into())?;
-        Ok(socket.into())
     }
 
     pub fn enable_pktinfo(socket: &UdpSocket, addr: SocketAddr) -> io::Result<bool> {
@@ -577,17 +593,13 @@ mod imp {
         )
     }
 
-    pub fn set_reuse_port(_: &UdpSocket) -> io::Result<()> {
+    pub fn set_reuse_port(_: socket2::SockRef<'_>) -> io::Result<()> {
         Err(unsupported())
     }
 
     /// The system's default size serves; std cannot set another.
     pub fn grow_receive_buffer(_: &UdpSocket) -> io::Result<()> {
         Ok(())
-    }
-
-    pub fn bind_reuse_port(_: SocketAddr) -> io::Result<UdpSocket> {
-        Err(unsupported())
     }
 
     pub fn enable_pktinfo(_: &UdpSocket, _: SocketAddr) -> io::Result<bool> {

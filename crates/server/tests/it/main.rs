@@ -4,6 +4,7 @@
 //! reason on a machine without `::1`.
 
 mod binary;
+mod dual_stack;
 mod library;
 mod workers;
 
