@@ -15,6 +15,7 @@ mod args;
 mod backoff;
 mod bench;
 mod client;
+mod editor;
 mod error;
 mod input;
 mod ping;
@@ -44,6 +45,7 @@ use std::io::{self, Write};
 
 use proto::text::{PROMPT, Printable, SENT};
 
+use crate::editor::Editor;
 use crate::input::{Line, Lines};
 
 /// How a run ended, when no [`Error`] ended it.
@@ -121,6 +123,23 @@ fn run_into(
                         }
                         break;
                     }
+                };
+                if let Some(interruption) = exchange(&mut client, &message, "", out, stop, report)?
+                {
+                    return Ok(End::Interrupted(interruption));
+                }
+            }
+        }
+        Input::Terminal => {
+            // The editor prints the prompt and ends its line itself, Ctrl-C and Ctrl-D included.
+            let mut editor = Editor::spawn(client.max_payload(), stop)?;
+            for number in 1.. {
+                let which = Which::Line(number);
+                let message = match editor.next(stop)? {
+                    Line::Text(line) => client.prepare(&line, which)?,
+                    Line::TooLong(len) => return Err(client.too_large(len, which)),
+                    Line::Interrupted(interruption) => return Ok(End::Interrupted(interruption)),
+                    Line::End => break,
                 };
                 if let Some(interruption) = exchange(&mut client, &message, "", out, stop, report)?
                 {

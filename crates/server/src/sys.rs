@@ -166,7 +166,10 @@ impl ServerSocket {
         let mut sockets = Vec::with_capacity(workers);
         sockets.push(ServerSocket::from_std(first, addr)?);
         for _ in 1..workers {
-            sockets.push(ServerSocket::from_std(bind_socket(bound, v6only, true)?, addr)?);
+            sockets.push(ServerSocket::from_std(
+                bind_socket(bound, v6only, true)?,
+                addr,
+            )?);
         }
         Ok(sockets)
     }

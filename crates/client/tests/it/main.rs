@@ -13,6 +13,8 @@ mod hostile;
 mod measure;
 mod retries;
 mod stops;
+#[cfg(unix)]
+mod terminal;
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 

@@ -36,7 +36,9 @@ pub(crate) fn spawn(args: &[&str]) -> Result<Spawned> {
     let mut first = String::new();
     stderr.read_line(&mut first)?;
     // `listening on udp ADDR`, and on [::] a note after the address: `(IPv4 too)`.
-    let addr = first.strip_prefix("listening on udp ").map(str::split_whitespace);
+    let addr = first
+        .strip_prefix("listening on udp ")
+        .map(str::split_whitespace);
     let Some(addr) = addr.and_then(|mut words| words.next()) else {
         let _ = child.kill();
         return Err(format!("unexpected first line: {first:?}").into());

@@ -36,7 +36,11 @@ fn the_ipv6_wildcard_serves_ipv4_too() -> Result {
         let addr = at(ip, server.addr)?;
         let peer = peer_for(addr)?;
         let answer = ask(&peer, addr, b"both")?;
-        assert_eq!(answer, format!("Access count: {count}").as_bytes(), "{addr}");
+        assert_eq!(
+            answer,
+            format!("Access count: {count}").as_bytes(),
+            "{addr}"
+        );
     }
     sigterm(server.child.id())?;
     let (code, _, err) = server.finish()?;
@@ -51,7 +55,11 @@ fn ipv6_only_serves_ipv6_alone_and_says_so() -> Result {
         return Ok(());
     }
     let server = spawn(&["--bind", "[::]:0", "--ipv6-only", "--quiet"])?;
-    assert!(server.announce.ends_with(" (IPv6 only)"), "{}", server.announce);
+    assert!(
+        server.announce.ends_with(" (IPv6 only)"),
+        "{}",
+        server.announce
+    );
     let v6 = at("::1", server.addr)?;
     assert_eq!(ask(&peer_for(v6)?, v6, b"six")?, b"Access count: 1");
     // Nothing listens on the IPv4 side of the port: a connected socket hears the refusal
