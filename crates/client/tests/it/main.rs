@@ -12,6 +12,7 @@ use proto::{Envelope, ErrorCode};
 mod hostile;
 mod measure;
 mod retries;
+mod shell;
 mod stops;
 #[cfg(unix)]
 mod terminal;

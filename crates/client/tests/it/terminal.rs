@@ -99,3 +99,25 @@ fn the_deadline_ends_a_run_waiting_at_the_prompt() -> Result {
     assert!(peer.received()?.is_empty());
     Ok(())
 }
+
+/// NO_COLOR under a terminal, where colour would appear: bench's progress bar (indicatif)
+/// redraws itself with cursor movements but sets no colour or style (SGR, `ESC [ … m`).
+#[test]
+fn no_color_leaves_the_progress_bar_uncoloured() -> Result {
+    let peer = peer("127.0.0.1", |s, from, got| s.send_to(got, from).map(drop))?;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_udptalk-client"));
+    command
+        .args(["bench", "--server", &peer.addr.to_string()])
+        .args(["--duration", "1s", "--rate", "200/s"])
+        .env("TERM", "xterm")
+        .env("NO_COLOR", "1");
+    let mut session = rexpect::session::spawn_command(command, Some(TIMEOUT_MS))?;
+    let screen = session.exp_eof()?;
+    // The screen is long (the bar redrawn ten times a second): only its end is shown.
+    let end = &screen[screen.char_indices().nth_back(200).map_or(0, |(at, _)| at)..];
+    assert_eq!(exit_code(&session)?, 0, "{end:?}");
+    assert!(screen.contains("\x1b[2K"), "the bar was drawn: {end:?}");
+    assert_eq!(crate::shell::sgr(&screen), None, "{end:?}");
+    drop(peer.received()?);
+    Ok(())
+}

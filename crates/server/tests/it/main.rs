@@ -6,6 +6,7 @@
 mod binary;
 mod dual_stack;
 mod library;
+mod shell;
 mod workers;
 
 use std::net::{SocketAddr, UdpSocket};
