@@ -6,6 +6,8 @@
 //!   the loopback matrix of `udptalk-server` × `udptalk-client` and independent peers, then the
 //!   faults stage (loss, duplication, delay, reordering, loops started by a forged datagram,
 //!   forged acks, a flood).
+//! - `cargo xtask dist` writes release binaries, shell completions and man pages under
+//!   `target/dist/`.
 //! - `cargo xtask bench` measures udptalk against a bare echo loop and sockperf in interleaved
 //!   rounds and writes `target/bench/report.json` and `report.svg`.
 //!
@@ -15,6 +17,7 @@
 
 mod bench;
 mod demo;
+mod dist;
 mod faults;
 mod forge;
 mod matrix;
@@ -52,6 +55,8 @@ enum Task {
     /// (--quick: about one). proto's micro-benchmarks are separate and not run here:
     /// `cargo bench -p proto --bench codec -- --quick`.
     Bench(bench::Args),
+    /// Release binaries, bash/zsh/fish completions and man pages under target/dist/.
+    Dist,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +65,7 @@ fn main() -> ExitCode {
         Task::Demo(args) => demo::run(&args),
         Task::Test(args) => test::run(&args),
         Task::Bench(args) => bench::run(&args),
+        Task::Dist => dist::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -422,7 +422,7 @@ impl Server {
             }
             let addr = line
                 .strip_prefix(ANNOUNCE_PREFIX)
-                .and_then(|addr| addr.trim().parse::<SocketAddr>().ok())
+                .and_then(|addr| addr.split_whitespace().next()?.parse::<SocketAddr>().ok())
                 .ok_or_else(|| {
                     format!(
                         "`{shown}`: stderr line {} is {line:?}, not `{ANNOUNCE_PREFIX}ADDR`",

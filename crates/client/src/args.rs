@@ -23,6 +23,15 @@ pub enum Encoding {
     Json,
 }
 
+/// `--version`: the crate's version and the git revision it was built from (`unknown`
+/// outside a git checkout), e.g. `0.1.0 (rev 2bd6683)`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (rev ",
+    env!("UDPTALK_GIT_REV"),
+    ")"
+);
+
 /// udptalk-client: the tutorial's UDP client, which never waits forever.
 ///
 /// With MESSAGEs it is udp-client1.py: it sends each in turn and prints `Sent a message.` and
@@ -51,7 +60,7 @@ pub enum Encoding {
 /// `ping` and `bench` measure the server instead (see `udptalk-client ping --help`). To send
 /// the word `ping` or `bench` as a message, put `--` before it: `udptalk-client -- ping`.
 #[derive(Debug, Parser)]
-#[command(name = "udptalk-client", version, verbatim_doc_comment)]
+#[command(name = "udptalk-client", version = VERSION, verbatim_doc_comment)]
 pub struct Args {
     /// Measure instead of talking: `ping` or `bench`
     #[command(subcommand)]

@@ -21,14 +21,21 @@ pub enum Input {
         /// Whether to print `Please input any message: ` before each line.
         prompt: bool,
     },
+    /// A person at a terminal: each line is typed with line editing and history after the
+    /// tutorial's prompt (udp-client2.py, with readline).
+    Terminal,
 }
 
 impl Input {
-    /// The messages of the command line, or, when there are none, the lines of stdin (with the
-    /// tutorial's prompt when stdin is a terminal).
+    /// The messages of the command line, or, when there are none, the lines of stdin: edited
+    /// at the tutorial's prompt when stdin and stdout are a terminal, with the bare prompt when
+    /// only stdin is (or the terminal cannot edit, `TERM=dumb`), read as they come otherwise.
     pub fn from_args(messages: Vec<OsString>) -> Input {
         if messages.is_empty() {
             let stdin = io::stdin();
+            if stdin.is_terminal() && io::stdout().is_terminal() && crate::editor::supported() {
+                return Input::Terminal;
+            }
             let prompt = stdin.is_terminal();
             Input::Lines {
                 reader: Box::new(io::BufReader::new(stdin)),

@@ -19,6 +19,7 @@ mod backoff;
 mod bench;
 mod capture;
 mod client;
+mod editor;
 mod error;
 mod input;
 pub mod json_lines;
@@ -51,6 +52,7 @@ use std::io::{self, Write};
 
 use proto::text::{PROMPT, Printable, SENT};
 
+use crate::editor::Editor;
 use crate::input::{Line, Lines};
 
 /// How a run ended, when no [`Error`] ended it.
@@ -84,6 +86,15 @@ fn run_into(
     report: &mut Report,
 ) -> Result<End, Error> {
     let mut client = Client::connect(config)?;
+    // The editor draws its prompt on stdout, which JSON Lines keep for JSON alone: typed lines
+    // are then read as piped ones are.
+    let input = match input {
+        Input::Terminal if config.output == Output::Json => Input::Lines {
+            reader: Box::new(std::io::BufReader::new(std::io::stdin())),
+            prompt: false,
+        },
+        input => input,
+    };
     match input {
         Input::Messages(messages) => {
             // Refuse a message that cannot be sent before anything is sent, so a run is never
@@ -138,6 +149,32 @@ fn run_into(
                         }
                         break;
                     }
+                };
+                let view = View {
+                    output: config.output,
+                    label: "",
+                    text: &text,
+                };
+                if let Some(interruption) =
+                    exchange(&mut client, &message, view, out, stop, report)?
+                {
+                    return Ok(End::Interrupted(interruption));
+                }
+            }
+        }
+        Input::Terminal => {
+            // The editor prints the prompt and ends its line itself, Ctrl-C and Ctrl-D included.
+            let mut editor = Editor::spawn(client.max_payload(), stop)?;
+            for number in 1.. {
+                let which = Which::Line(number);
+                let (text, message) = match editor.next(stop)? {
+                    Line::Text(line) => {
+                        let message = client.prepare(&line, which)?;
+                        (line, message)
+                    }
+                    Line::TooLong(len) => return Err(client.too_large(len, which)),
+                    Line::Interrupted(interruption) => return Ok(End::Interrupted(interruption)),
+                    Line::End => break,
                 };
                 let view = View {
                     output: config.output,

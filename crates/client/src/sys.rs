@@ -1,6 +1,7 @@
 //! The client's calls to the operating system, behind a small safe API: a UDP socket connected
 //! to the server ([`Socket`]: send, receive with a time limit, drain without blocking), the
-//! signals that stop a run, and the bytes of a command-line argument.
+//! signals that stop a run, the bytes of a command-line argument, and the terminal's modes
+//! ([`TerminalModes`]), put back when a run stops in the middle of an edited line.
 //!
 //! Unix code (`unix`) and a portable fallback on the standard library alone (`fallback`, what
 //! Windows builds) are picked once, here, with `#[cfg]`; the rest of the crate never names a
@@ -341,6 +342,24 @@ pub(crate) fn arg_bytes(arg: OsString) -> Result<Vec<u8>, OsString> {
     imp::arg_bytes(arg)
 }
 
+/// The modes of the terminal on standard input (echo, line mode, signals), as they were when
+/// saved: the line editor switches them to raw mode while a line is edited and puts them back
+/// when the line is done, but a run stopped by a signal or `--deadline` in the middle of a line
+/// puts them back with this.
+pub(crate) struct TerminalModes(imp::TerminalModes);
+
+impl TerminalModes {
+    /// The modes now; `None` when standard input is no terminal, or this system cannot say.
+    pub(crate) fn save() -> Option<TerminalModes> {
+        imp::TerminalModes::save().map(TerminalModes)
+    }
+
+    /// Puts the saved modes back, at once.
+    pub(crate) fn restore(&self) -> io::Result<()> {
+        self.0.restore()
+    }
+}
+
 #[cfg(unix)]
 mod unix {
     use std::ffi::OsString;
@@ -433,6 +452,21 @@ mod unix {
 
     pub(super) fn arg_bytes(arg: OsString) -> Result<Vec<u8>, OsString> {
         Ok(arg.into_vec())
+    }
+
+    pub(crate) struct TerminalModes(nix::sys::termios::Termios);
+
+    impl TerminalModes {
+        pub(crate) fn save() -> Option<TerminalModes> {
+            nix::sys::termios::tcgetattr(io::stdin())
+                .ok()
+                .map(TerminalModes)
+        }
+
+        pub(crate) fn restore(&self) -> io::Result<()> {
+            use nix::sys::termios::{SetArg, tcsetattr};
+            tcsetattr(io::stdin(), SetArg::TCSANOW, &self.0).map_err(io::Error::from)
+        }
     }
 }
 
@@ -756,6 +790,19 @@ mod fallback {
 
     pub(super) fn arg_bytes(arg: OsString) -> Result<Vec<u8>, OsString> {
         arg.into_string().map(String::into_bytes)
+    }
+
+    /// The console's modes are the line editor's own business here: nothing saved.
+    pub(crate) struct TerminalModes;
+
+    impl TerminalModes {
+        pub(crate) fn save() -> Option<TerminalModes> {
+            None
+        }
+
+        pub(crate) fn restore(&self) -> io::Result<()> {
+            Ok(())
+        }
     }
 
     pub(super) use super::batch::{BatchHeaders, recv_batch, send_batch};

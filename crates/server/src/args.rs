@@ -43,15 +43,25 @@ pub enum Encoding {
     Json,
 }
 
+/// `--version`: the crate's version and the git revision it was built from (`unknown`
+/// outside a git checkout), e.g. `0.1.0 (rev 2bd6683)`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (rev ",
+    env!("UDPTALK_GIT_REV"),
+    ")"
+);
+
 /// udptalk-server: the tutorial's UDP server, which answers every datagram.
 ///
 /// By default it is udp-server2.py: it binds 127.0.0.1:50000, counts accesses and answers
 /// `Access count: N`. With `--mode hello --once` it is udp-server1.py.
 ///
 /// The first line on stderr is `listening on udp ADDR`, with the address really bound (so
-/// `--bind 127.0.0.1:0` picks a free port and tells it). Per datagram it prints the tutorial's
-/// lines on stdout; bytes that are not UTF-8, control and format characters are shown escaped
-/// (\xff, \x1b, \u{202e}), here and in every message that quotes a peer.
+/// `--bind 127.0.0.1:0` picks a free port and tells it); on [::] it adds `(IPv4 too)`, or
+/// `(IPv6 only)` with --ipv6-only. Per datagram it prints the tutorial's lines on stdout;
+/// bytes that are not UTF-8, control and format characters are shown escaped (\xff, \x1b,
+/// \u{202e}), here and in every message that quotes a peer.
 /// A JSON request that repeats an id already answered (a resend) gets the same answer and is
 /// not counted again (docs/PROTOCOL.md).
 ///
@@ -69,11 +79,16 @@ pub enum Encoding {
 /// Exit codes: 0 stopped normally (signal, --idle, --once); 1 could not serve (e.g. the address
 /// is in use); 2 bad usage.
 #[derive(Debug, Parser)]
-#[command(name = "udptalk-server", version, verbatim_doc_comment)]
+#[command(name = "udptalk-server", version = VERSION, verbatim_doc_comment)]
 pub struct Args {
     /// Address to listen on: IPv4 or IPv6, port 0 for any free port (e.g. [::1]:0)
     #[arg(long, value_name = "ADDR", default_value = proto::DEFAULT_ADDR, value_parser = parse_addr)]
     pub bind: SocketAddr,
+
+    /// On an IPv6 address, serve IPv6 alone: without it `[::]` serves IPv4 too (IPV6_V6ONLY is
+    /// set either way, whatever the system's default)
+    #[arg(long)]
+    pub ipv6_only: bool,
 
     /// What to answer: `Access count: N`, `Hello Client!!`, the message itself, or nothing (sink)
     #[arg(long, value_enum, default_value_t = Mode::Count)]
@@ -146,6 +161,8 @@ pub struct Args {
 pub struct Config {
     /// Address to bind.
     pub bind: SocketAddr,
+    /// On an IPv6 address, serve IPv6 alone (`IPV6_V6ONLY`); otherwise `[::]` serves IPv4 too.
+    pub ipv6_only: bool,
     /// What to answer.
     pub mode: Mode,
     /// Stop after the first datagram.
@@ -213,6 +230,7 @@ impl Config {
     pub fn new(bind: SocketAddr) -> Config {
         Config {
             bind,
+            ipv6_only: false,
             mode: Mode::Count,
             once: false,
             idle: None,
@@ -234,6 +252,14 @@ impl Args {
     /// The combinations of flags that cannot work, said as what to do instead (clap checks
     /// each flag alone).
     pub fn check(&self) -> Result<(), String> {
+        if self.ipv6_only && self.bind.is_ipv4() {
+            return Err(format!(
+                "--ipv6-only applies to an IPv6 address, and --bind {} is IPv4; bind an IPv6 \
+                 address (e.g. [::]:{}) or drop --ipv6-only",
+                self.bind,
+                self.bind.port()
+            ));
+        }
         if self.workers > 1 && self.once {
             return Err(format!(
                 "--once takes exactly one datagram, which one worker does; drop --workers {} \
@@ -256,6 +282,7 @@ impl From<&Args> for Config {
     fn from(args: &Args) -> Config {
         Config {
             bind: args.bind,
+            ipv6_only: args.ipv6_only,
             mode: args.mode,
             once: args.once,
             idle: args.idle,

@@ -81,10 +81,10 @@ pub fn run(config: Config, stop: &AtomicBool, console: &Console) -> Result<Summa
         server.config().hexdump.then(|| console.stdout.clone()),
     )?;
     server = server.with_capture(capture.clone());
+    let config = server.config().clone();
     console
         .stderr
-        .push(format!("listening on udp {bound}\n").as_bytes());
-    let config = server.config().clone();
+        .push(format!("listening on udp {bound}{}\n", stacks(&config)).as_bytes());
     if config.output == Output::Json {
         console.stdout.push(&JsonLines::listening(bound));
     }
@@ -115,4 +115,14 @@ pub fn run(config: Config, stop: &AtomicBool, console: &Console) -> Result<Summa
     let mut summary = served?;
     summary.lines_dropped = console.dropped();
     Ok(summary)
+}
+
+/// What the announce line adds after the address of a wildcard IPv6 bind: which IP versions it
+/// serves, since `[::]` alone does not say.
+fn stacks(config: &Config) -> &'static str {
+    match config.bind.ip() {
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() && config.ipv6_only => " (IPv6 only)",
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => " (IPv4 too)",
+        _ => "",
+    }
 }

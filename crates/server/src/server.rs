@@ -61,7 +61,7 @@ impl Server {
         } else {
             config.workers.max(1)
         };
-        let sockets = ServerSocket::bind_group(config.bind, workers, trace)
+        let sockets = ServerSocket::bind_group(config.bind, workers, config.ipv6_only, trace)
             .map_err(|e| Error::from_bind(config.bind, e))?;
         for socket in &sockets {
             // Set once here: the loop makes no system call but the receive and the send.

@@ -169,13 +169,18 @@ impl ServerSocket {
     /// would; only then is `SO_REUSEPORT` set on it and the others bound to the same address
     /// (the port it got, for port 0) with it. Linux lets a bound socket join a reuseport group
     /// this way: the group is made when the second socket binds.
+    ///
+    /// On an IPv6 address `IPV6_V6ONLY` is set as `v6only` says, before binding, rather than
+    /// left to the system's default (Linux's `net.ipv6.bindv6only` sysctl, which some systems
+    /// turn on): `[::]` serves IPv4 too (as mapped addresses) unless `v6only`.
     pub fn bind_group(
         addr: SocketAddr,
         workers: usize,
+        v6only: bool,
         trace: &SocketTrace,
     ) -> io::Result<Vec<ServerSocket>> {
         let name = |worker: usize| (workers > 1).then_some(worker);
-        let (first, first_trace) = open(addr, name(0), false, trace)?;
+        let (first, first_trace) = open(addr, name(0), v6only, false, trace)?;
         if workers <= 1 {
             return Ok(vec![ServerSocket::from_std(first, addr, first_trace)?]);
         }
@@ -187,7 +192,7 @@ impl ServerSocket {
         let mut sockets = Vec::with_capacity(workers);
         sockets.push(first);
         for worker in 1..workers {
-            let (socket, socket_trace) = open(bound, name(worker), true, trace)?;
+            let (socket, socket_trace) = open(bound, name(worker), v6only, true, trace)?;
             sockets.push(ServerSocket::from_std(socket, addr, socket_trace)?);
         }
         Ok(sockets)
@@ -396,12 +401,13 @@ impl Drop for ServerSocket {
     }
 }
 
-/// Opens a UDP socket of `addr`'s family and binds it to `addr` (with `SO_REUSEPORT` first when
-/// `reuse_port`), each call traced; returns it with its trace (named `w{worker}` with several
-/// workers).
+/// Opens a UDP socket of `addr`'s family and binds it to `addr` (with `IPV6_V6ONLY` set as
+/// `v6only` says on IPv6, and `SO_REUSEPORT` first when `reuse_port`), each call traced; returns
+/// it with its trace (named `w{worker}` with several workers).
 fn open(
     addr: SocketAddr,
     worker: Option<usize>,
+    v6only: bool,
     reuse_port: bool,
     trace: &SocketTrace,
 ) -> io::Result<(UdpSocket, SocketTrace)> {
@@ -420,6 +426,14 @@ fn open(
         "socket({}, SOCK_DGRAM) → fd {fd}",
         family(addr)
     ));
+    if addr.is_ipv6() {
+        let only = socket.set_only_v6(v6only);
+        trace.done(
+            format_args!("setsockopt(IPV6_V6ONLY, {})", u8::from(v6only)),
+            &only,
+        );
+        only?;
+    }
     if reuse_port {
         let reuse = imp::set_reuse_port(SockRef::from(&socket));
         trace.done(format_args!("setsockopt(SO_REUSEPORT, 1)"), &reuse);

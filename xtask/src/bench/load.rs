@@ -320,7 +320,7 @@ fn announced(command: Command, stdout: Stdio) -> Result<Running, String> {
     })?;
     running.addr = line
         .strip_prefix("listening on udp ")
-        .and_then(|addr| addr.trim().parse().ok())
+        .and_then(|addr| addr.split_whitespace().next()?.parse().ok())
         .ok_or_else(|| {
             format!(
                 "`{}`: first stderr line is {line:?}, not `listening on udp ADDR`",

@@ -13,7 +13,10 @@ mod capture;
 mod hostile;
 mod measure;
 mod retries;
+mod shell;
 mod stops;
+#[cfg(unix)]
+mod terminal;
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 

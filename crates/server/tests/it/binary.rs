@@ -14,6 +14,8 @@ use crate::{Result, ask, peer_for};
 pub(crate) struct Spawned {
     pub(crate) child: Child,
     pub(crate) addr: SocketAddr,
+    /// The first stderr line, without its line ending.
+    pub(crate) announce: String,
     stderr: Option<BufReader<ChildStderr>>,
 }
 
@@ -33,12 +35,17 @@ pub(crate) fn spawn(args: &[&str]) -> Result<Spawned> {
     let mut stderr = BufReader::new(child.stderr.take().ok_or("no stderr")?);
     let mut first = String::new();
     stderr.read_line(&mut first)?;
-    let Some(addr) = first.trim_end().strip_prefix("listening on udp ") else {
+    // `listening on udp ADDR`, and on [::] a note after the address: `(IPv4 too)`.
+    let addr = first
+        .strip_prefix("listening on udp ")
+        .map(str::split_whitespace);
+    let Some(addr) = addr.and_then(|mut words| words.next()) else {
         let _ = child.kill();
         return Err(format!("unexpected first line: {first:?}").into());
     };
     Ok(Spawned {
         addr: addr.parse()?,
+        announce: first.trim_end().to_owned(),
         child,
         stderr: Some(stderr),
     })
@@ -167,6 +174,7 @@ fn bad_usage_exits_2_with_a_hint() -> Result {
         &["--bind", "127.0.0.1:0", "--idle", "18446744073709551615s"],
         &["--bind", "127.0.0.1:0", "--idle", "366d"],
         &["--bind", "127.0.0.1:0", "--mode", "shout"],
+        &["--bind", "127.0.0.1:0", "--ipv6-only"],
     ] {
         // Spawned with port 0 and waited for at most 10 s: a server that wrongly accepted the
         // arguments would serve, and is then killed rather than waited for.

@@ -5,7 +5,9 @@
 
 mod binary;
 mod capture;
+mod dual_stack;
 mod library;
+mod shell;
 mod workers;
 
 use std::net::{SocketAddr, UdpSocket};
