@@ -1,10 +1,10 @@
 //! Output sinks: what the receive loop shows of each datagram's [`Event`].
 //!
 //! The loop hands every event to a [`Sink`] after the answer is sent: [`TutorialLines`], the
-//! tutorial's words on stdout, or [`JsonLines`](crate::JsonLines) (`--output json`); other
-//! views of the conversation (a hexdump, a capture) attach the same way. A sink must never
-//! block the loop: the lines go through a [`LineQueue`], which drops and counts rather than
-//! waits.
+//! tutorial's words on stdout, or [`JsonLines`](crate::JsonLines) (`--output json`). The
+//! copies of the datagrams themselves (`--pcap`, `--hexdump`) go to a
+//! [`Capture`](crate::Capture) instead, which sees their bytes. A sink must never block the
+//! loop: the lines go through a [`LineQueue`], which drops and counts rather than waits.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};

@@ -286,11 +286,12 @@ impl ServerSocket {
         Ok(meta)
     }
 
-    /// One `recvfrom`.
+    /// One `recvfrom`. A receive that brings no sender address (a socket the [`Waker`] shut
+    /// returns 0 bytes from no one) gives `peer: None`, not an error, as the system said it.
     fn recv_from(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
-        let meta = self.socket.recv_from(buf).map(|(len, peer)| RecvMeta {
+        let meta = imp::recv_from(&self.socket, buf).map(|(len, peer)| RecvMeta {
             len,
-            peer: Some(peer),
+            peer,
             ..RecvMeta::EMPTY
         });
         self.trace_recv("recvfrom(…)", &meta);
@@ -506,8 +507,8 @@ mod imp {
     use nix::cmsg_space;
     use nix::errno::Errno;
     use nix::sys::socket::{
-        ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg,
-        recvmsg, sendmmsg, setsockopt, sockopt,
+        ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvfrom,
+        recvmmsg, recvmsg, sendmmsg, setsockopt, sockopt,
     };
     use socket2::{SockRef, Socket};
 
@@ -589,6 +590,15 @@ mod imp {
         trace.done(format_args!("setsockopt({option}, 1)"), &set);
         set?;
         Ok(true)
+    }
+
+    /// One `recvfrom`, with the sender when the system gave one.
+    pub fn recv_from(
+        socket: &UdpSocket,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, Option<SocketAddr>)> {
+        let (len, peer) = recvfrom::<SockaddrStorage>(socket.as_raw_fd(), buf)?;
+        Ok((len, peer.as_ref().and_then(to_socket_addr)))
     }
 
     pub fn recv_with_local(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<RecvMeta> {
@@ -880,6 +890,14 @@ mod imp {
 
     pub fn enable_pktinfo(_: &UdpSocket, _: SocketAddr, _: &SocketTrace) -> io::Result<bool> {
         Ok(false)
+    }
+
+    /// One `recvfrom`.
+    pub fn recv_from(
+        socket: &UdpSocket,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, Option<SocketAddr>)> {
+        socket.recv_from(buf).map(|(len, peer)| (len, Some(peer)))
     }
 
     pub fn recv_with_local(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<RecvMeta> {
