@@ -225,10 +225,10 @@ impl ServerSocket {
         let mut meta = if self.pktinfo {
             imp::recv_with_local(&self.socket, buf)?
         } else {
-            let (len, peer) = self.socket.recv_from(buf)?;
+            let (len, peer) = imp::recv_from(&self.socket, buf)?;
             RecvMeta {
                 len,
-                peer: Some(peer),
+                peer,
                 ..RecvMeta::EMPTY
             }
         };
@@ -257,10 +257,10 @@ impl ServerSocket {
             && let (Some(buf), Some(meta)) = (bufs.get_mut(..RECV_BUFFER), metas.first_mut())
         {
             batch.single = Some(left - 1);
-            let (len, peer) = self.socket.recv_from(buf)?;
+            let (len, peer) = imp::recv_from(&self.socket, buf)?;
             *meta = RecvMeta {
                 len,
-                peer: Some(peer),
+                peer,
                 group: self.group_bind,
                 ..RecvMeta::EMPTY
             };
@@ -316,8 +316,8 @@ mod imp {
     use nix::cmsg_space;
     use nix::errno::Errno;
     use nix::sys::socket::{
-        ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg,
-        recvmsg, sendmmsg, setsockopt, sockopt,
+        ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvfrom,
+        recvmmsg, recvmsg, sendmmsg, setsockopt, sockopt,
     };
     use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
@@ -378,6 +378,17 @@ mod imp {
             SocketAddr::V6(_) => setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)?,
         }
         Ok(true)
+    }
+
+    /// One `recvfrom`, with the sender when the system gave one: a socket the [`Waker`](super::Waker)
+    /// shut returns 0 bytes from no one, which std's `recv_from` cannot express (it panics on
+    /// the empty address).
+    pub fn recv_from(
+        socket: &UdpSocket,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, Option<SocketAddr>)> {
+        let (len, peer) = recvfrom::<SockaddrStorage>(socket.as_raw_fd(), buf)?;
+        Ok((len, peer.as_ref().and_then(to_socket_addr)))
     }
 
     pub fn recv_with_local(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<RecvMeta> {
@@ -629,6 +640,14 @@ mod imp {
 
     pub fn enable_pktinfo(_: &UdpSocket, _: SocketAddr) -> io::Result<bool> {
         Ok(false)
+    }
+
+    /// One `recvfrom`.
+    pub fn recv_from(
+        socket: &UdpSocket,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, Option<SocketAddr>)> {
+        socket.recv_from(buf).map(|(len, peer)| (len, Some(peer)))
     }
 
     pub fn recv_with_local(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<RecvMeta> {
