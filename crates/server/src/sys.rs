@@ -592,7 +592,9 @@ mod imp {
         Ok(true)
     }
 
-    /// One `recvfrom`, with the sender when the system gave one.
+    /// One `recvfrom`, with the sender when the system gave one: a socket the
+    /// [`Waker`](super::Waker) shut returns 0 bytes from no one, which std's `recv_from` cannot
+    /// express (it panicked on the empty address in release builds).
     pub fn recv_from(
         socket: &UdpSocket,
         buf: &mut [u8],

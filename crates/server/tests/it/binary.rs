@@ -430,3 +430,33 @@ fn a_sink_answers_only_its_report_with_the_gaps_and_swaps() -> Result {
     assert!(!out.contains("New access."), "{out}");
     Ok(())
 }
+
+/// Ping-pong puts the socket in one-datagram-per-receive mode (`recvfrom`); a stop must end
+/// that wait as cleanly as a batched one's (the woken receive brings 0 bytes from no sender).
+/// std's `recv_from` panicked on that empty address in release builds (it reads the address
+/// the system did not write), which is why sys reads it with nix.
+#[test]
+fn a_stop_during_ping_pong_ends_with_the_summary() -> Result {
+    // 20 exchanges: whatever the mode's period, some receives are single ones before the stop.
+    for exchanges in [3_u64, 20, 21] {
+        let server = spawn(&["--bind", "127.0.0.1:0", "--quiet"])?;
+        let peer = peer_for(server.addr)?;
+        for n in 1..=exchanges {
+            assert_eq!(
+                ask(&peer, server.addr, b"Hello Server!!")?,
+                format!("Access count: {n}").into_bytes()
+            );
+        }
+        sigterm(server.child.id())?;
+        let (code, _, err) = server.finish()?;
+        assert_eq!(code, 0, "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "summary: received {exchanges}, counted {exchanges},"
+            )),
+            "{err}"
+        );
+    }
+    Ok(())
+}
