@@ -38,6 +38,15 @@ pub const CAPTURE_QUEUE_BYTES: usize = 8 << 20;
 /// and the 250 ms its output gets, the server still exits within a second.
 pub const CAPTURE_EXIT_WAIT: Duration = Duration::from_millis(500);
 
+/// Room for the largest pcap record: its 16-byte header, an IPv6 and a UDP header, and a
+/// whole receive buffer. A tap's record buffer has it from the start, so that no datagram,
+/// however much longer than those before, makes it grow while serving.
+const RECORD_ROOM: usize = 16 + 40 + 8 + proto::RECV_BUFFER;
+
+/// Room for the hex dump of the largest datagram: a line of under 96 characters per 16 bytes,
+/// and the line that names the peer.
+const DUMP_ROOM: usize = proto::RECV_BUFFER / 16 * 96 + 128;
+
 /// The capture file being written, and stdout for the hex dump: what all workers share.
 #[derive(Debug, Clone, Default)]
 pub struct Capture {
@@ -100,8 +109,9 @@ impl Capture {
             capture: self.clone(),
             local,
             pcap: Pcap::new(),
-            record: Vec::new(),
-            dump: String::new(),
+            // Pages that are never written stay unmapped: the room costs only what is used.
+            record: Vec::with_capacity(if self.file.is_some() { RECORD_ROOM } else { 0 }),
+            dump: String::with_capacity(if self.hexdump.is_some() { DUMP_ROOM } else { 0 }),
             received_at: Duration::ZERO,
             sent_at: Duration::ZERO,
         }

@@ -138,9 +138,10 @@ impl Server {
             sink: sink.as_ref(),
             capture: capture.as_ref(),
             workers: sockets.len(),
+            finished: sockets.iter().map(|_| AtomicBool::new(false)).collect(),
         };
         let start = |index: usize, socket: ServerSocket| -> Result<Summary, Error> {
-            let _halt = HaltOnDrop(&common);
+            let _halt = HaltOnDrop(&common, index);
             let worker = Worker::new(index, socket, &config, Arc::clone(&shared), common.capture)?;
             Ok(worker.run(&common))
         };
@@ -198,6 +199,8 @@ struct Common<'a> {
     sink: Option<&'a Mutex<Box<dyn Sink + Send>>>,
     capture: Option<&'a Capture>,
     workers: usize,
+    /// Which workers have ended (the watch leaves their sockets alone).
+    finished: Vec<AtomicBool>,
 }
 
 impl Common<'_> {
@@ -242,17 +245,24 @@ impl Common<'_> {
         }
         drop(guard);
         self.halt.store(true, Ordering::Relaxed);
-        for waker in wakers {
-            waker.wake();
+        // A worker that has ended (`--once`) needs no waking: its socket is closed, or about to be.
+        for (waker, finished) in wakers.iter().zip(&self.finished) {
+            if !finished.load(Ordering::Relaxed) {
+                waker.wake();
+            }
         }
     }
 }
 
-/// Sets `halt` when a worker ends, however it ends (a panic included), and tells the watch.
-struct HaltOnDrop<'a, 'b>(&'a Common<'b>);
+/// Sets `halt` when worker `.1` ends, however it ends (a panic included), notes it ended, and
+/// tells the watch.
+struct HaltOnDrop<'a, 'b>(&'a Common<'b>, usize);
 
 impl Drop for HaltOnDrop<'_, '_> {
     fn drop(&mut self) {
+        if let Some(finished) = self.0.finished.get(self.1) {
+            finished.store(true, Ordering::Relaxed);
+        }
         self.0.halt.store(true, Ordering::Relaxed);
         let _watch = lock(&self.0.watch);
         self.0.ended.notify_all();

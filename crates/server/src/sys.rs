@@ -147,6 +147,8 @@ pub struct ServerSocket {
     group_bind: bool,
     /// `--trace`: each call on this socket printed as it is made (off: one branch per call).
     trace: SocketTrace,
+    /// The address really bound, read once (`getsockname`) when the socket is set up.
+    local: SocketAddr,
 }
 
 /// The headers a socket's batched receives and sends reuse. Made by [`ServerSocket::batch`]
@@ -218,11 +220,17 @@ impl ServerSocket {
             IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast(),
             IpAddr::V6(v6) => v6.is_multicast(),
         };
+        let local = socket.local_addr();
+        match &local {
+            Ok(local) => trace.call(format_args!("getsockname() → {local}")),
+            Err(e) => trace.failed("getsockname()", e),
+        }
         Ok(ServerSocket {
             socket,
             pktinfo,
             group_bind,
             trace,
+            local: local?,
         })
     }
 
@@ -235,14 +243,9 @@ impl ServerSocket {
         })
     }
 
-    /// The address really bound.
+    /// The address really bound (read when the socket was set up: no system call).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        let addr = self.socket.local_addr();
-        match &addr {
-            Ok(addr) => self.trace.call(format_args!("getsockname() → {addr}")),
-            Err(e) => self.trace.failed("getsockname()", e),
-        }
-        addr
+        Ok(self.local)
     }
 
     /// Where a waiting receive cannot be ended by a [`Waker`], bounds every later receive's
