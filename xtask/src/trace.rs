@@ -48,9 +48,11 @@ impl Call {
         .then_some(name)
     }
 
-    /// Whether the call carries datagrams, and which way: `Some(true)` for a send.
+    /// Whether the call carries datagrams, and which way: `Some(true)` for a send. A receive
+    /// from no sender (`→ 0 bytes from ?`: the server's socket shut by its watch at exit)
+    /// carries none.
     pub fn direction(&self) -> Option<bool> {
-        if self.errno().is_some() {
+        if self.errno().is_some() || self.result().is_some_and(|r| r.ends_with(" from ?")) {
             return None;
         }
         match self.name() {
