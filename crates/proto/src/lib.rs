@@ -27,11 +27,15 @@
 //!
 //! [`text`] holds the tutorial's words and the escaping that keeps a peer's bytes from driving
 //! a terminal.
+//!
+//! [`trace`] formats the lines of `--trace` (the time, the errno names, the folding of
+//! timeouts) for both programs; each gives it its clock and where the lines go.
 
 pub mod capture;
 mod envelope;
 pub mod probe;
 pub mod text;
+pub mod trace;
 
 pub use envelope::{
     Datagram, DatagramView, DecodeError, Envelope, EnvelopeView, ErrorCode, Id, Rejection,

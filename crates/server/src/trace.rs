@@ -21,221 +21,79 @@
 //! anything else happens (or the socket closes): `recvmmsg(…) → EAGAIN (timed out), 39 more
 //! times`, at the time of the last of them.
 //!
+//! The lines, the errno names and the folding are [`proto::trace`]'s, shared with the client;
+//! what is the server's own is where the lines go and the worker in a socket's name.
+//!
 //! Off (no `--trace`), a trace is `None` and each hook is one branch: no formatting, no clock,
 //! no allocation. On, lines go to stderr through the bounded [`LineQueue`], so a stalled
 //! stderr drops trace lines (counted) rather than stop serving.
 
-use std::cell::Cell;
 use std::fmt;
-use std::io;
-use std::net::SocketAddr;
+use std::ops::Deref;
 use std::time::SystemTime;
+
+use proto::trace::{Sink, Trace};
+pub(crate) use proto::trace::{errno, family};
 
 use crate::output::LineQueue;
 
 /// Where a socket's trace lines go, and which socket they are about; off by default.
 #[derive(Clone, Default)]
-pub struct SocketTrace {
-    on: Option<Box<Tracer>>,
-}
+pub struct SocketTrace(Trace<Stderr>);
 
+/// The server's stderr queue, and the wall clock, as a trace's [`Sink`].
 #[derive(Clone)]
-struct Tracer {
-    out: LineQueue,
-    /// The socket's name in brackets: `fd 3`, `w1 fd 4`; `-` before a socket exists.
-    who: String,
-    /// Timeouts of the same call seen since the last line printed.
-    folded: Cell<Option<Folded>>,
+pub struct Stderr(LineQueue);
+
+impl Sink for Stderr {
+    #[inline]
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+
+    fn line(&self, line: &str) {
+        self.0.push(line.as_bytes());
+    }
 }
 
-#[derive(Clone, Copy)]
-struct Folded {
-    call: &'static str,
-    /// Timeouts not printed yet.
-    more: u32,
-    /// When the last of them returned.
-    last: SystemTime,
+impl Deref for SocketTrace {
+    type Target = Trace<Stderr>;
+
+    /// The hooks (`call`, `done`, `sent`, `failed`, …) are [`Trace`]'s.
+    fn deref(&self) -> &Trace<Stderr> {
+        &self.0
+    }
 }
 
 impl SocketTrace {
     /// No trace: every hook is a no-op.
     pub fn off() -> SocketTrace {
-        SocketTrace { on: None }
+        SocketTrace(Trace::off())
     }
 
     /// Trace lines to `out` (the server's stderr queue), for the sockets not made yet.
     pub fn to(out: LineQueue) -> SocketTrace {
-        SocketTrace {
-            on: Some(Box::new(Tracer {
-                out,
-                who: "-".to_owned(),
-                folded: Cell::new(None),
-            })),
-        }
+        SocketTrace(Trace::to(Stderr(out), "-".to_owned()))
     }
 
     /// Whether lines are printed.
     #[inline]
     pub fn is_on(&self) -> bool {
-        self.on.is_some()
+        self.0.is_on()
     }
 
     /// The trace of one socket: descriptor `fd`, of worker `worker` when there are several.
     pub(crate) fn socket(&self, worker: Option<usize>, fd: impl fmt::Display) -> SocketTrace {
-        SocketTrace {
-            on: self.on.as_ref().map(|tracer| {
-                Box::new(Tracer {
-                    out: tracer.out.clone(),
-                    who: match worker {
-                        Some(w) => format!("w{w} fd {fd}"),
-                        None => format!("fd {fd}"),
-                    },
-                    folded: Cell::new(None),
-                })
-            }),
-        }
-    }
-
-    /// Prints `call` (the call and its result) now.
-    #[inline]
-    pub(crate) fn call(&self, call: fmt::Arguments<'_>) {
-        if let Some(tracer) = &self.on {
-            tracer.print(SystemTime::now(), call);
-        }
-    }
-
-    /// The time a send is made, read before the call when the trace is on (`None`, and no
-    /// clock read, when off).
-    #[inline]
-    pub(crate) fn clock(&self) -> Option<SystemTime> {
-        self.on.as_ref().map(|_| SystemTime::now())
-    }
-
-    /// Prints the send `call`, made at `made` (from [`clock`](Self::clock)), with the error
-    /// when `result` is one.
-    #[inline]
-    pub(crate) fn sent<T>(
-        &self,
-        made: Option<SystemTime>,
-        call: fmt::Arguments<'_>,
-        result: &io::Result<T>,
-    ) {
-        if let (Some(tracer), Some(made)) = (&self.on, made) {
-            match result {
-                Ok(_) => tracer.print(made, call),
-                Err(e) => tracer.print(made, format_args!("{call} → {}", errno(e))),
-            }
-        }
-    }
-
-    /// Prints `call`, with the error when `result` is one: for calls that return nothing
-    /// worth showing (`bind`, `setsockopt`).
-    #[inline]
-    pub(crate) fn done<T>(&self, call: fmt::Arguments<'_>, result: &io::Result<T>) {
-        if let Some(tracer) = &self.on {
-            let now = SystemTime::now();
-            match result {
-                Ok(_) => tracer.print(now, call),
-                Err(e) => tracer.print(now, format_args!("{call} → {}", errno(e))),
-            }
-        }
-    }
-
-    /// Prints a receive `call` that failed with `e`; a timeout right after another of the same
-    /// call is counted instead, and printed with the next line.
-    pub(crate) fn failed(&self, call: &'static str, e: &io::Error) {
-        let Some(tracer) = &self.on else { return };
-        if !timed_out(e) {
-            tracer.print(SystemTime::now(), format_args!("{call} → {}", errno(e)));
-            return;
-        }
-        let now = SystemTime::now();
-        match tracer.folded.get() {
-            Some(folded) if folded.call == call => tracer.folded.set(Some(Folded {
-                more: folded.more + 1,
-                last: now,
-                ..folded
-            })),
-            _ => {
-                tracer.flush();
-                tracer.write(now, format_args!("{call} → {TIMED_OUT}"));
-                tracer.folded.set(Some(Folded {
-                    call,
-                    more: 0,
-                    last: now,
-                }));
-            }
-        }
-    }
-}
-
-/// How a receive that timed out reads.
-const TIMED_OUT: &str = "EAGAIN (timed out)";
-
-impl Tracer {
-    fn print(&self, at: SystemTime, call: fmt::Arguments<'_>) {
-        self.flush();
-        self.write(at, call);
-    }
-
-    /// Prints the timeouts counted and not printed yet, as one line.
-    fn flush(&self) {
-        if let Some(folded) = self.folded.take()
-            && folded.more > 0
-        {
-            let times = if folded.more == 1 { "time" } else { "times" };
-            self.write(
-                folded.last,
-                format_args!(
-                    "{} → {TIMED_OUT}, {} more {times}",
-                    folded.call, folded.more
-                ),
-            );
-        }
-    }
-
-    fn write(&self, at: SystemTime, call: fmt::Arguments<'_>) {
-        let line = format!(
-            "trace {} [{}] {call}\n",
-            humantime::format_rfc3339_micros(at),
-            self.who
-        );
-        self.out.push(line.as_bytes());
-    }
-}
-
-/// Whether `e` is a receive timeout (`SO_RCVTIMEO` passed).
-fn timed_out(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
-/// An error as strace shows it: the errno's name and its text (`ECONNREFUSED (Connection
-/// refused)`); a timeout as `EAGAIN (timed out)`.
-pub(crate) fn errno(e: &io::Error) -> String {
-    if timed_out(e) {
-        return TIMED_OUT.to_owned();
-    }
-    #[cfg(target_os = "linux")]
-    if let Some(code) = e.raw_os_error() {
-        let errno = nix::errno::Errno::from_raw(code);
-        return format!("{errno:?} ({})", errno.desc());
-    }
-    e.to_string()
-}
-
-/// `AF_INET` or `AF_INET6`, as `socket()` is asked for.
-pub(crate) fn family(addr: SocketAddr) -> &'static str {
-    match addr {
-        SocketAddr::V4(_) => "AF_INET",
-        SocketAddr::V6(_) => "AF_INET6",
+        SocketTrace(self.0.renamed(|| match worker {
+            Some(w) => format!("w{w} fd {fd}"),
+            None => format!("fd {fd}"),
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
