@@ -29,7 +29,7 @@ mod bench_counts;
 mod flood;
 mod forged_acks;
 mod loops;
-mod lossy;
+pub(crate) mod lossy;
 
 use std::net::SocketAddr;
 use std::process::Command;

@@ -130,17 +130,17 @@ fn pattern_text() -> String {
 
 /// What the proxy saw and did.
 #[derive(Default)]
-struct Log {
+pub(crate) struct Log {
     /// Datagrams that reached the proxy, per direction.
     arrived: [usize; 2],
     /// The message number of each datagram delivered, per direction, in delivery order.
     delivered: [Vec<u32>; 2],
     /// The faults of the pattern applied, as `request 2#1 drop`.
-    applied: Vec<String>,
+    pub(crate) applied: Vec<String>,
     /// Datagrams without a readable id, passed through.
     unnumbered: usize,
     /// Sends that failed.
-    errors: Vec<String>,
+    pub(crate) errors: Vec<String>,
 }
 
 /// A datagram that goes out later.
@@ -159,8 +159,8 @@ struct Arrival {
 }
 
 /// The running proxy: the client sends to [`Proxy::addr`], the proxy forwards to the server.
-struct Proxy {
-    addr: SocketAddr,
+pub(crate) struct Proxy {
+    pub(crate) addr: SocketAddr,
     stop: Arc<AtomicBool>,
     readers: Vec<JoinHandle<()>>,
     decider: JoinHandle<Log>,
@@ -169,7 +169,7 @@ struct Proxy {
 impl Proxy {
     /// Binds the client's side and the server's side on 127.0.0.1 and starts the threads: one
     /// reader per socket, one thread that decides each datagram's fate and sends.
-    fn start(server: SocketAddr) -> Result<Proxy, String> {
+    pub(crate) fn start(server: SocketAddr) -> Result<Proxy, String> {
         let bind = |what: &str| {
             UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
                 .and_then(|socket| {
@@ -211,7 +211,7 @@ impl Proxy {
 
     /// Stops reading, lets what is delayed or held go out at its time (at most a second), and
     /// returns the log.
-    fn finish(self) -> Result<Log, String> {
+    pub(crate) fn finish(self) -> Result<Log, String> {
         self.stop.store(true, Ordering::Relaxed);
         for reader in self.readers {
             reader
