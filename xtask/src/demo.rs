@@ -482,7 +482,10 @@ impl Demo<'_> {
         let client = client?;
         let server = server.wait(SERVER_DEADLINE);
         self.show(title, &client, Some(&server))?;
-        println!("   the proxy did: {}", log.applied.join(", "));
+        println!(
+            "   the proxy did (message#datagram of it): {}",
+            log.applied.join(", ")
+        );
         for n in 1..=messages.len() {
             self.expect(
                 "part 5c client",

@@ -31,27 +31,45 @@ pub struct Entry {
 }
 
 /// The tutorial's words for a traced call: the Python line it stands for, or what the
-/// result means for a learner.
+/// result means for a learner; `(udptalk's own: …)` for a call the tutorial does not make.
 pub fn words(row: &Row) -> &'static str {
     let call = &row.call;
+    let client = row.side == Side::Client;
+    let result = call.result().unwrap_or("");
     match (call.name(), call.errno()) {
         (_, Some("ECONNREFUSED")) => {
             "ICMP port unreachable came back: nothing listens (the tutorial's client would wait forever)"
         }
-        (_, Some("EAGAIN" | "EWOULDBLOCK")) => "no datagram within the timeout (settimeout)",
-        ("socket", _) => "socket.socket(socket.AF_INET, socket.SOCK_DGRAM)",
-        ("bind", _) => "server_socket.bind((HOST, PORT))",
-        ("connect", _) => "the peer given once (the footnote's other way); nothing is sent",
-        ("send", _) => "sendto(message, (HOST, PORT)), on the connected socket",
-        ("sendto", _) => "server_socket.sendto(response, client_address)",
-        ("sendmmsg", _) => "sendto(...), several datagrams in one call",
-        ("recv", _) => "server_message = clilent_socket.recv(1024)",
-        ("recvfrom", _) if call.result().is_some_and(|r| r.ends_with(" from ?")) => {
-            "(udptalk's own: the receive woken to end)"
+        (_, Some("EAGAIN" | "EWOULDBLOCK")) if call.text.contains("MSG_DONTWAIT") => {
+            "(udptalk's own: a look for stale datagrams before sending)"
         }
-        ("recvfrom", _) => "client_message, client_address = server_socket.recvfrom(1024)",
+        (_, Some("EAGAIN" | "EWOULDBLOCK")) => "no datagram within the timeout (settimeout)",
+        ("shutdown", _) => "(udptalk's own: wakes its receive to end)",
+        ("socket", _) if client => {
+            "clilent_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+        }
+        ("socket", _) => "server_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)",
+        ("bind", _) if client => {
+            "(the tutorial's client does it unseen: its first sendto takes a free port)"
+        }
+        ("bind", _) => "server_socket.bind((HOST, PORT))",
+        ("connect", _) => {
+            "(the footnote's \"other way\" to give the peer: on UDP it sends nothing)"
+        }
+        ("getsockname", _) => "(udptalk's own: reads the port the kernel chose)",
+        ("setsockopt", _) if call.text.contains("SO_RCVTIMEO") => "settimeout(…)",
+        ("setsockopt", _) => "(udptalk's own: a socket option)",
+        ("send" | "sendto", _) if client => {
+            "clilent_socket.sendto(message.encode('utf-8'), (HOST, PORT))"
+        }
+        ("send" | "sendto", _) => "server_socket.sendto(response.encode('utf-8'), client_address)",
+        ("sendmmsg", _) => "sendto(…), several datagrams in one call",
+        (_, _) if result.ends_with(" from ?") => "(udptalk's own: its receive woken to end)",
+        ("recv" | "recvfrom", _) if client => "server_message = clilent_socket.recv(1024)",
+        ("recv" | "recvfrom", _) => "client_message, client_address = server_socket.recvfrom(1024)",
         ("recvmmsg", _) => "recvfrom(1024), several datagrams in one call",
-        ("close", _) => "close()",
+        ("close", _) if client => "clilent_socket.close()",
+        ("close", _) => "server_socket.close()",
         _ => "(udptalk's own)",
     }
 }
@@ -88,6 +106,34 @@ fn next_row(
     })
 }
 
+/// The client's receive after `from` that brought the answer it printed: the first data
+/// receive after which it did not wait on (its next send or receive, a look for stale
+/// datagrams aside, is a send, or nothing), else the first data receive. A receive followed by
+/// more waiting got a reply it dropped (a duplicate, or the answer to an earlier message).
+fn answer_row(part: &Part, from: Option<usize>) -> Option<usize> {
+    let waits_on = |i: usize| {
+        part.rows[i + 1..]
+            .iter()
+            .filter(|r| r.side == Side::Client && !r.call.text.contains("MSG_DONTWAIT"))
+            .find(|r| {
+                matches!(
+                    r.call.name(),
+                    "send" | "sendto" | "sendmmsg" | "recv" | "recvfrom" | "recvmmsg"
+                )
+            })
+            .is_some_and(|next| next.sends != Some(true))
+    };
+    let mut at = from;
+    let first = next_row(part, Side::Client, from, false, None);
+    while let Some(i) = next_row(part, Side::Client, at, false, None) {
+        if !waits_on(i) {
+            return Some(i);
+        }
+        at = Some(i);
+    }
+    first
+}
+
 /// Builds the timeline of `part` with the programs' stdout and stderr lines (trace lines
 /// already left out).
 pub fn build(
@@ -114,7 +160,7 @@ pub fn build(
             next_row(part, Side::Client, cursor, true, None)
         } else if awaiting_reply {
             awaiting_reply = false;
-            next_row(part, Side::Client, cursor, false, None)
+            answer_row(part, cursor)
         } else {
             cursor
         };
@@ -299,7 +345,8 @@ mod tests {
         let text = text(&entries);
         assert!(
             text.lines()
-                .any(|l| l.contains("[client] send(…, 14 bytes)") && l.contains("⇐ sendto(")),
+                .any(|l| l.contains("[client] send(…, 14 bytes)")
+                    && l.contains("⇐ clilent_socket.sendto(")),
             "{text}"
         );
         Ok(())
@@ -323,6 +370,41 @@ mod tests {
         assert!(entries[2].words.contains("ICMP port unreachable"));
         assert_eq!(entries[1].text, "Sent a message.");
         assert_eq!(entries[3].text, "error: nothing listens");
+        Ok(())
+    }
+
+    #[test]
+    fn a_reply_line_follows_the_receive_that_ended_the_wait_not_a_dropped_duplicate()
+    -> Result<(), String> {
+        let client = trace::parse(&[
+            "trace 2026-12-02T01:00:00.000100Z [fd 3] send(…, 88 bytes)",
+            "trace 2026-12-02T01:00:00.000200Z [fd 3] recv(…) → 69 bytes",
+            "trace 2026-12-02T01:00:00.000300Z [fd 3] send(…, 88 bytes)",
+            "trace 2026-12-02T01:00:00.000400Z [fd 3] recv(…) → 69 bytes",
+            "trace 2026-12-02T01:00:00.100400Z [fd 3] recv(…) → EAGAIN (timed out)",
+            "trace 2026-12-02T01:00:00.100500Z [fd 3] send(…, 88 bytes)",
+            "trace 2026-12-02T01:00:00.100600Z [fd 3] recv(…) → 69 bytes",
+            "trace 2026-12-02T01:00:00.100700Z [fd 3] close()",
+        ])?;
+        let part = Part::new("lossy", &client, &[]);
+        let out: Vec<String> = [
+            "Sent a message.",
+            "Server message: Access count: 1",
+            "Sent a message.",
+            "Server message: Access count: 2",
+        ]
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect();
+        let entries = build(&part, &out, &[], &[], &[]);
+        let position = |text: &str| entries.iter().position(|e| e.text == text);
+        assert_eq!(position("Server message: Access count: 1"), Some(3));
+        // After the resend's answer (row 7 of the calls), not the duplicate at row 4.
+        assert_eq!(position("Server message: Access count: 2"), Some(10));
+        assert_eq!(
+            entries.get(9).map(|e| e.text.as_str()),
+            Some("recv(…) → 69 bytes")
+        );
         Ok(())
     }
 }
