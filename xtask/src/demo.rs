@@ -110,12 +110,7 @@ impl Captures {
             }
         }
         let (merged, count) = capture::merge(&captures)?;
-        fs::write(file, merged).map_err(|e| {
-            format!(
-                "cannot write the capture to {}: {e}; check that its directory exists and is writable",
-                file.display()
-            )
-        })?;
+        fs::write(file, merged).map_err(|e| cannot_write(file, &e))?;
         Ok(count)
     }
 }
@@ -138,6 +133,10 @@ struct Demo<'a> {
 
 /// Builds the binaries, then plays the parts; fails naming every expected line not seen.
 pub fn run(args: &Args) -> Result<(), String> {
+    if let Some(file) = &args.pcap {
+        // Said before the demo plays, not after: the file is replaced at the end.
+        fs::File::create(file).map_err(|e| cannot_write(file, &e))?;
+    }
     crate::cargo(&["build", "--workspace", "--bins"])?;
     let bins = Bins::locate()?;
     let started = Instant::now();
@@ -520,6 +519,14 @@ impl Demo<'_> {
             ));
         }
     }
+}
+
+/// The error for a `--pcap FILE` that cannot be written.
+fn cannot_write(file: &Path, error: &std::io::Error) -> String {
+    format!(
+        "cannot write the capture to {}: {error}; check that its directory exists and is writable",
+        file.display()
+    )
 }
 
 /// The id of the client's first envelope, from its `-vv` line `id N: attempt 1 of …`.
