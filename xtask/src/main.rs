@@ -12,8 +12,10 @@
 //!   rounds and writes `target/bench/report.json` and `report.svg`.
 //!
 //! Each task is a module with one `run` function. Cargo is invoked through `$CARGO`, so the
-//! toolchain that runs xtask also builds and checks the workspace. Unix only: the matrix passes
-//! invalid UTF-8 as arguments, which only Unix command lines can carry.
+//! toolchain that runs xtask also builds and checks the workspace. xtask builds on Windows too,
+//! and `demo` runs there; the matrix (it passes invalid UTF-8 as arguments, which only Unix
+//! command lines carry), the faults and the bench (they read `/proc`) and the strace rows are
+//! Unix only and are skipped elsewhere with the reason.
 
 mod bench;
 mod demo;
@@ -27,6 +29,7 @@ mod strace;
 mod tally;
 mod test;
 mod trace;
+mod windows;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -48,7 +51,8 @@ enum Task {
     /// Build, then play the tutorial's exchanges on loopback, checking every reply
     /// (--diagram: draw each exchange's socket calls as a sequence diagram, text and SVG).
     Demo(demo::Args),
-    /// fmt --check, clippy -D warnings, cargo test, the loopback matrix, then the faults.
+    /// fmt --check, clippy -D warnings, cargo test, the Windows check, the loopback matrix,
+    /// then the faults.
     Test(test::Args),
     /// Measure udptalk against a bare echo loop (the cap) and sockperf: interleaved rounds,
     /// one table, target/bench/report.json and report.svg. Release builds; about 7 minutes

@@ -6,7 +6,7 @@
 //! line, `listening on udp ADDR`, has been read and parsed. Everything that waits has a deadline:
 //! a child that hangs or dies is reported, never waited on forever.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -522,15 +522,41 @@ pub fn exchange(to: SocketAddr, datagram: &[u8], timeout: Duration) -> Result<Ve
 pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
+        .map(|dir| dir.join(format!("{program}{}", std::env::consts::EXE_SUFFIX)))
         .find(|candidate| is_executable(candidate))
 }
 
+#[cfg(unix)]
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     path.metadata()
         .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
+}
+
+/// Elsewhere no mode bits: a file (named with `.exe`, see [`which`]) is a program.
+#[cfg(not(unix))]
+fn is_executable(path: &Path) -> bool {
+    path.is_file()
+}
+
+/// `bytes` as one command-line argument. Any bytes on Unix; elsewhere (Windows passes
+/// arguments as UTF-16) only UTF-8, else the reason this row cannot run there.
+pub fn os_arg(bytes: Vec<u8>) -> Result<OsString, String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStringExt;
+        Ok(OsString::from_vec(bytes))
+    }
+    #[cfg(not(unix))]
+    {
+        String::from_utf8(bytes).map(OsString::from).map_err(|e| {
+            format!(
+                "the argument {:?} is not UTF-8, and only a Unix command line can carry that",
+                String::from_utf8_lossy(e.as_bytes())
+            )
+        })
+    }
 }
 
 /// `Ok` when a UDP socket can be bound on `[::1]:0`; else the reason the IPv6 rows are skipped,

@@ -325,9 +325,16 @@ impl Batch {
     }
 }
 
-/// Whether `e`, from a send or a receive, is the peer's ICMP "port unreachable": nothing listens.
+/// Whether `e`, from a send or a receive on the connected socket, is the peer's ICMP "port
+/// unreachable": nothing listens. Unix reports it as a refusal (`ECONNREFUSED`); Windows as a
+/// *reset* (`WSAECONNRESET`) on the next receive. A UDP socket has no connection to reset, so
+/// on any system a reset can only mean that ICMP: both read the same, on every platform (which
+/// also lets the test below run everywhere).
 pub(crate) fn refused(e: &io::Error) -> bool {
-    imp::refused(e)
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+    )
 }
 
 /// Makes SIGINT, SIGTERM and SIGHUP store their [`crate::Signal`] number in `flag` instead of
@@ -416,10 +423,6 @@ mod unix {
             }
         }
         Ok(drained)
-    }
-
-    pub(super) fn refused(e: &io::Error) -> bool {
-        e.kind() == io::ErrorKind::ConnectionRefused
     }
 
     /// Whether [`grow_receive_buffer`] makes a system call.
@@ -762,14 +765,6 @@ mod fallback {
         result.map(|()| drained)
     }
 
-    /// Windows reports ICMP "port unreachable" on a UDP socket as WSAECONNRESET.
-    pub(super) fn refused(e: &io::Error) -> bool {
-        matches!(
-            e.kind(),
-            io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
-        )
-    }
-
     #[cfg(windows)]
     pub(super) fn listen_for_signals(flag: &Arc<AtomicUsize>) -> io::Result<()> {
         let flag = Arc::clone(flag);
@@ -806,4 +801,35 @@ mod fallback {
     }
 
     pub(super) use super::batch::{BatchHeaders, recv_batch, send_batch};
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::refused;
+
+    #[test]
+    fn a_reset_reads_as_nothing_listens_like_a_refusal() {
+        // Windows: WSAECONNRESET (10054) on the receive after an ICMP port unreachable.
+        assert!(refused(&io::Error::from(io::ErrorKind::ConnectionReset)));
+        assert!(refused(&io::Error::from(io::ErrorKind::ConnectionRefused)));
+        // Unix: ECONNREFUSED, as the kernel gives it.
+        #[cfg(unix)]
+        assert!(refused(&io::Error::from_raw_os_error(
+            nix::errno::Errno::ECONNREFUSED as i32
+        )));
+        // Windows: WSAECONNRESET, as the system gives it.
+        #[cfg(windows)]
+        assert!(refused(&io::Error::from_raw_os_error(10054)));
+        for other in [
+            io::ErrorKind::WouldBlock,
+            io::ErrorKind::TimedOut,
+            io::ErrorKind::Interrupted,
+            io::ErrorKind::PermissionDenied,
+            io::ErrorKind::AddrNotAvailable,
+        ] {
+            assert!(!refused(&io::Error::from(other)), "{other:?}");
+        }
+    }
 }

@@ -25,7 +25,7 @@ use crate::capture::{Capture, Tap};
 use crate::core::{Answer, Core, Handled};
 use crate::shared::{Shared, lock};
 use crate::sink::Sink;
-use crate::sys::{BATCH, Batch, Outgoing, RecvMeta, ServerSocket, Waker};
+use crate::sys::{self, BATCH, Batch, Outgoing, RecvMeta, ServerSocket, Waker};
 use crate::trace::SocketTrace;
 use crate::{Config, Error, Summary};
 
@@ -364,8 +364,15 @@ impl Worker {
                 {
                     continue;
                 }
-                // An ICMP error for an earlier answer can surface here on some systems; it says
-                // nothing about the datagrams still to come.
+                // An ICMP "port unreachable" for an earlier answer (Windows reports it on the
+                // next receive, as a reset): that client is gone, which says nothing about the
+                // datagrams still to come. Neither counted nor fatal.
+                Err(e) if sys::earlier_answer_unreachable(&e) => {
+                    log::debug!("an earlier answer's peer is unreachable ({e}); ignored");
+                    continue;
+                }
+                // Any other receive error can surface here on some systems; it says nothing
+                // about the datagrams still to come either.
                 Err(e) => {
                     log::debug!("receive error, ignored: {e}");
                     continue;

@@ -111,6 +111,17 @@ pub struct Outgoing<'a> {
     pub local: Option<IpAddr>,
 }
 
+/// Whether `e`, from a receive on the (unconnected) server socket, is the ICMP "port
+/// unreachable" an earlier answer drew: Windows reports it on the next receive as a *reset*
+/// (`WSAECONNRESET`, the well-known `SIO_UDP_CONNRESET` behaviour), some systems as a refusal.
+/// The server ignores it: one client gone says nothing about the others.
+pub fn earlier_answer_unreachable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionRefused
+    )
+}
+
 /// Ends a [`ServerSocket`]'s waits, from another thread, when the server stops: on Linux, it
 /// shuts the socket's receiving side down (`shutdown(SHUT_RD)`), which wakes a receive that
 /// waits and makes every later one return at once with an error, so the loop sees its stop
@@ -133,7 +144,7 @@ impl Waker {
             self.trace.done(format_args!("shutdown(SHUT_RD)"), &shut);
         }
         #[cfg(not(target_os = "linux"))]
-        let _ = &self.socket;
+        let _ = (&self.socket, &self.trace);
     }
 }
 
@@ -949,6 +960,36 @@ mod imp {
             if let Err(e) = sent {
                 failed(i, e);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::earlier_answer_unreachable;
+
+    #[test]
+    fn a_reset_on_receive_is_an_earlier_answers_icmp_and_nothing_else_is() {
+        // Windows: WSAECONNRESET (10054) on the receive after an answer drew port unreachable.
+        assert!(earlier_answer_unreachable(&io::Error::from(
+            io::ErrorKind::ConnectionReset
+        )));
+        assert!(earlier_answer_unreachable(&io::Error::from(
+            io::ErrorKind::ConnectionRefused
+        )));
+        for other in [
+            io::ErrorKind::WouldBlock,
+            io::ErrorKind::TimedOut,
+            io::ErrorKind::Interrupted,
+            io::ErrorKind::NotConnected,
+            io::ErrorKind::InvalidInput,
+        ] {
+            assert!(
+                !earlier_answer_unreachable(&io::Error::from(other)),
+                "{other:?}"
+            );
         }
     }
 }

@@ -10,9 +10,7 @@
 //! and time.
 
 use std::collections::BTreeSet;
-use std::ffi::OsString;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::unix::ffi::OsStringExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -137,7 +135,7 @@ pub fn play(bins: &Bins, schema: &OutputSchema) -> Result<(Vec<String>, String),
         .args(["--server", &server])
         .args(json)
         .arg("--")
-        .arg(OsString::from_vec(b"caf\xe9".to_vec()));
+        .arg(peers::os_arg(b"caf\xe9".to_vec())?);
     outputs.push((
         "client (not UTF-8)".to_owned(),
         peers::run(command, None, CLIENT_DEADLINE)?,

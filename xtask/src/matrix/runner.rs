@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -328,11 +327,9 @@ fn client_command(row: &Row, env: &Env, addr: SocketAddr) -> Result<(Command, St
             }
             if !messages.is_empty() {
                 command.arg("--");
-                command.args(
-                    messages
-                        .iter()
-                        .map(|m| std::ffi::OsString::from_vec(m.clone())),
-                );
+                for message in messages {
+                    command.arg(peers::os_arg(message.clone())?);
+                }
             }
             command
         }

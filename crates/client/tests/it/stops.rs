@@ -2,6 +2,7 @@
 //! (exit 3), whether the client waits for a reply or for a line of input.
 
 use std::process::{Command, Stdio};
+#[cfg(unix)]
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
