@@ -385,9 +385,9 @@ fn exchange_rows(family: Family) -> Vec<Row> {
                     }
                     let server_line = if payload.truncated() {
                         format!(
-                            "truncated: {} bytes, buffer {}",
-                            payload.bytes.len(),
-                            payload.buffer.unwrap_or_default()
+                            "message cut to {} of {} bytes",
+                            payload.buffer.unwrap_or_default(),
+                            payload.bytes.len()
                         )
                     } else {
                         format!("The message is [ {} ].", payload.shown)
@@ -497,7 +497,7 @@ fn negative_rows(family: Family) -> Vec<Row> {
             exact("Sent a message."),
             exact("Server message: 0123456789012345"),
         ])
-        .client_stderr(contains("truncated: 42 bytes, buffer 16"))
+        .client_stderr(contains("reply cut to 16 of 42 bytes"))
         .server_line(exact(
             "The message is [ 012345678901234567890123456789012345678901 ].",
         ))

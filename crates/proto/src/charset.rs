@@ -240,6 +240,11 @@ impl fmt::Display for Cut {
         let Some(chars) = self.chars else {
             return f.write_str(" (not UTF-8 text)");
         };
+        // ASCII text, seen whole or not: characters are bytes, nothing to add.
+        let ascii = chars == self.kept && self.total_chars.is_none_or(|total| total == self.len);
+        if ascii && self.split.is_none() {
+            return Ok(());
+        }
         let noun = |n: usize| if n == 1 { "character" } else { "characters" };
         match self.total_chars {
             Some(total) => write!(f, " ({chars} of {total} {}", noun(total))?,
@@ -248,7 +253,8 @@ impl fmt::Display for Cut {
         if let Some(split) = self.split {
             write!(
                 f,
-                "; the cut fell inside the {} character, a {}-byte UTF-8 sequence, shown as {}",
+                "; the cut fell inside the {}{} character, a {}-byte UTF-8 sequence, shown as {}",
+                split.nth,
                 ordinal(split.nth),
                 split.width,
                 Printable(split.shown())
@@ -258,16 +264,15 @@ impl fmt::Display for Cut {
     }
 }
 
-/// `1st`, `2nd`, `3rd`, `4th`, `11th`, `21st`.
-fn ordinal(n: usize) -> String {
-    let suffix = match (n % 10, n % 100) {
+/// The suffix of `n` as an English ordinal: `st` (1st, 21st), `nd`, `rd`, `th` (4th, 11th).
+fn ordinal(n: usize) -> &'static str {
+    match (n % 10, n % 100) {
         (_, 11..=13) => "th",
         (1, _) => "st",
         (2, _) => "nd",
         (3, _) => "rd",
         _ => "th",
-    };
-    format!("{n}{suffix}")
+    }
 }
 
 #[cfg(test)]
@@ -347,13 +352,17 @@ mod tests {
         );
         let cut = Cut::new(&whole[..6], whole.len(), Some(whole));
         assert_eq!(cut.to_string(), "6 of 15 bytes (2 of 5 characters)");
+        let cut = Cut::new(b"Hell", 14, Some(b"Hello Client!!"));
+        assert_eq!(cut.to_string(), "4 of 14 bytes");
+        let cut = Cut::new(b"Hell", 15, Some("Hello こ".as_bytes()));
+        assert_eq!(cut.to_string(), "4 of 15 bytes (4 of 7 characters)");
         let cut = Cut::new(b"\xff\xfe", 9, None);
         assert_eq!(cut.to_string(), "2 of 9 bytes (not UTF-8 text)");
     }
 
     #[test]
     fn ordinals_read_as_english() {
-        let got: Vec<String> = [1, 2, 3, 4, 11, 12, 13, 21, 22, 101].map(ordinal).into();
+        let got = [1, 2, 3, 4, 11, 12, 13, 21, 22, 101].map(|n| format!("{n}{}", ordinal(n)));
         assert_eq!(
             got,
             [
