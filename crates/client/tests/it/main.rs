@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use proto::{Envelope, ErrorCode};
 
 mod capture;
+mod encoding;
 mod hostile;
 mod measure;
 mod retries;
