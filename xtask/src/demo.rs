@@ -175,7 +175,10 @@ fn truncation(bins: &Bins, missing: &mut Vec<String>, figure: &mut Figure) -> Re
     show_server(&server);
     show("client", &client);
     figure.add(title, &client, &server)?;
-    let report = format!("message cut to 16 of {} bytes", message.len());
+    let report = format!(
+        "message cut to 16 of {} bytes; --buffer is 16",
+        message.len()
+    );
     expect(missing, "part 3 server", &server.stdout, &report);
     let kept = message.get(..16).unwrap_or(message);
     expect(

@@ -385,9 +385,10 @@ fn exchange_rows(family: Family) -> Vec<Row> {
                     }
                     let server_line = if payload.truncated() {
                         format!(
-                            "message cut to {} of {} bytes",
+                            "message cut to {} of {} bytes; --buffer is {}",
                             payload.buffer.unwrap_or_default(),
-                            payload.bytes.len()
+                            payload.bytes.len(),
+                            payload.buffer.unwrap_or_default()
                         )
                     } else {
                         format!("The message is [ {} ].", payload.shown)
