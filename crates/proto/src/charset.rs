@@ -61,9 +61,9 @@ pub fn is_utf8(bytes: &[u8], cut: bool) -> bool {
 /// `cut`, the bytes are the start of a longer message: an incomplete character at the end is
 /// allowed (and left out of the text).
 ///
-/// Plausible means: no character a terminal would need escaped (but tab, CR and LF), no
-/// private-use character (Shift_JIS's user-defined area), and every non-ASCII character one a
-/// Japanese text uses (kana, kanji, full-width forms, JIS X 0208's symbols). When both
+/// Plausible means: no control character (but tab, CR and LF) or other character a terminal
+/// would need escaped, no private-use character (Shift_JIS's user-defined area), and every
+/// non-ASCII character one a Japanese text uses (kana, kanji, full-width forms, JIS X 0208's symbols). When both
 /// readings are plausible, Shift_JIS wins unless EUC-JP's has more kana and kanji than the
 /// other's (EUC-JP read as Shift_JIS gives mostly half-width katakana).
 pub fn legacy_reading(bytes: &[u8], cut: bool) -> Option<Reading> {
@@ -108,7 +108,7 @@ fn score(text: &str) -> Option<i64> {
     let mut japanese = false;
     for c in text.chars() {
         if c.is_ascii() {
-            if needs_escape(c) && !matches!(c, '\t' | '\r' | '\n') {
+            if c.is_ascii_control() && !matches!(c, '\t' | '\r' | '\n') {
                 return None;
             }
             continue;
@@ -277,7 +277,61 @@ fn ordinal(n: usize) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Japanese text as people type it: kana, common kanji, punctuation and ASCII (all in
+    /// JIS X 0208, so both encodings have them).
+    fn japanese() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                proptest::char::range('ぁ', 'ん'),
+                proptest::char::range('ァ', 'ヶ'),
+                proptest::sample::select(vec![
+                    '日', '本', '語', '世', '界', '、', '。', '「', '」'
+                ]),
+                proptest::char::range(' ', '~'),
+            ],
+            1..40,
+        )
+        .prop_map(|chars| chars.into_iter().collect())
+        .prop_filter("some Japanese", |text: &String| !text.is_ascii())
+    }
+
+    proptest! {
+        #[test]
+        fn utf8_is_never_read_as_legacy(text in any::<String>(), cut in any::<bool>()) {
+            prop_assert_eq!(legacy_reading(text.as_bytes(), cut), None);
+        }
+
+        #[test]
+        fn shift_jis_japanese_reads_back(text in japanese()) {
+            let (sjis, _, unmappable) = SHIFT_JIS.encode(&text);
+            prop_assert!(!unmappable);
+            let reading = legacy_reading(&sjis, false);
+            prop_assert_eq!(reading.map(|r| r.text), Some(text));
+        }
+
+        #[test]
+        fn euc_jp_kana_and_kanji_read_as_euc_jp(text in japanese()) {
+            let (euc, _, unmappable) = EUC_JP.encode(&text);
+            prop_assert!(!unmappable);
+            let reading = legacy_reading(&euc, false);
+            prop_assert_eq!(reading.map(|r| r.text), Some(text));
+        }
+
+        #[test]
+        fn a_cut_counts_what_it_kept(text in any::<String>(), at in any::<prop::sample::Index>()) {
+            let bytes = text.as_bytes();
+            let at = at.index(bytes.len() + 1);
+            let cut = Cut::new(&bytes[..at], bytes.len(), Some(bytes));
+            let whole = text.char_indices().filter(|(i, c)| i + c.len_utf8() <= at).count();
+            prop_assert_eq!(cut.chars, Some(whole));
+            prop_assert_eq!(cut.total_chars, Some(text.chars().count()));
+            prop_assert_eq!(cut.split.is_some(), !text.is_char_boundary(at));
+        }
+    }
 
     #[test]
     fn shift_jis_and_euc_jp_are_recognised() {
@@ -289,6 +343,11 @@ mod tests {
                 encoding: Legacy::ShiftJis,
                 text: "こんにちは".to_owned()
             })
+        );
+        let (euc, _, _) = EUC_JP.encode("こんにちは");
+        assert_eq!(
+            legacy_reading(&euc, false).map(|r| r.encoding),
+            Some(Legacy::EucJp)
         );
         let (euc, _, _) = EUC_JP.encode("こんにちは、世界");
         let reading = legacy_reading(&euc, false);
