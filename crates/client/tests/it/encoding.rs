@@ -102,3 +102,22 @@ fn a_reply_cut_inside_a_character_is_told_in_bytes_and_characters() -> Result {
     peer.received()?;
     Ok(())
 }
+
+/// A server's `--buffer` cut inside a character, echoed back whole: UTF-8 cut short, which
+/// also happens to decode as Shift_JIS (`縺薙`), and is not named as such.
+#[test]
+fn utf8_cut_by_the_server_is_not_named() -> Result {
+    let peer = peer("127.0.0.1", |s, from, _| {
+        s.send_to(&"こんにちは".as_bytes()[..4], from).map(drop)
+    })?;
+    let out = client(&["--server", &peer.addr.to_string(), "こんにちは"], None)?;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(
+        text(&out.stdout),
+        "Sent a message.\nServer message: こ\\xe3\n"
+    );
+    assert!(!err.contains("not UTF-8"), "{err}");
+    peer.received()?;
+    Ok(())
+}
