@@ -356,7 +356,10 @@ impl Demo<'_> {
         let client = self.client(server.addr, &[], &[message], None)?;
         let server = server.wait(SERVER_DEADLINE);
         self.show(title, &client, Some(&server))?;
-        let report = format!("truncated: {} bytes, buffer 16", message.len());
+        let report = format!(
+            "message cut to 16 of {} bytes; --buffer is 16",
+            message.len()
+        );
         self.expect("part 3 server", &server.stdout, &report);
         let kept = message.get(..16).unwrap_or(message);
         self.expect(

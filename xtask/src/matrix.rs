@@ -385,7 +385,8 @@ fn exchange_rows(family: Family) -> Vec<Row> {
                     }
                     let server_line = if payload.truncated() {
                         format!(
-                            "truncated: {} bytes, buffer {}",
+                            "message cut to {} of {} bytes; --buffer is {}",
+                            payload.buffer.unwrap_or_default(),
                             payload.bytes.len(),
                             payload.buffer.unwrap_or_default()
                         )
@@ -497,7 +498,7 @@ fn negative_rows(family: Family) -> Vec<Row> {
             exact("Sent a message."),
             exact("Server message: 0123456789012345"),
         ])
-        .client_stderr(contains("truncated: 42 bytes, buffer 16"))
+        .client_stderr(contains("reply cut to 16 of 42 bytes"))
         .server_line(exact(
             "The message is [ 012345678901234567890123456789012345678901 ].",
         ))

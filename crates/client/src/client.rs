@@ -19,6 +19,9 @@ pub enum Outcome {
         text: Vec<u8>,
         /// The full length.
         len: usize,
+        /// The whole reply's length in characters, when it was cut and is UTF-8 (what the
+        /// report of the cut says).
+        whole_chars: Option<usize>,
     },
     /// The server answered with an error envelope.
     ServerError {
@@ -422,9 +425,17 @@ impl Client {
     /// request (a duplicate, a late answer to an earlier request, or an id never asked for).
     fn read_answer(&mut self, len: usize, id: Id) -> Result<Option<Outcome>, Error> {
         let datagram = &self.buf[..len];
-        let keep = |text: &[u8]| Outcome::Reply {
-            text: text[..text.len().min(self.config.buffer)].to_vec(),
-            len: text.len(),
+        let keep = |text: &[u8]| {
+            let kept = &text[..text.len().min(self.config.buffer)];
+            // Counted only for a cut reply: the whole is gone once this returns.
+            let whole_chars = (kept.len() < text.len())
+                .then(|| std::str::from_utf8(text).ok().map(|t| t.chars().count()))
+                .flatten();
+            Outcome::Reply {
+                text: kept.to_vec(),
+                len: text.len(),
+                whole_chars,
+            }
         };
         match self.config.encoding {
             Encoding::Plain => Ok(Some(keep(datagram))),

@@ -127,7 +127,7 @@ pub(crate) fn exchange(
         reason: None,
     };
     match &exchange.outcome {
-        Outcome::Reply { text, len } => {
+        Outcome::Reply { text, len, .. } => {
             out.outcome = "reply";
             out.reply = Some(ReplyBody {
                 message: Bytes::of(text),

@@ -18,6 +18,7 @@ mod args;
 mod backoff;
 mod bench;
 mod capture;
+mod charset;
 mod client;
 mod editor;
 mod error;
@@ -52,6 +53,7 @@ use std::io::{self, Write};
 
 use proto::text::{PROMPT, Printable, SENT};
 
+use crate::charset::EncodingHint;
 use crate::editor::Editor;
 use crate::input::{Line, Lines};
 
@@ -86,6 +88,7 @@ fn run_into(
     report: &mut Report,
 ) -> Result<End, Error> {
     let mut client = Client::connect(config)?;
+    let mut hint = EncodingHint::default();
     // The editor draws its prompt on stdout, which JSON Lines keep for JSON alone: typed lines
     // are then read as piped ones are.
     let input = match input {
@@ -103,7 +106,7 @@ fn run_into(
             for (index, message) in messages.into_iter().enumerate() {
                 let number = index + 1;
                 let bytes = sys::arg_bytes(message).map_err(|_| Error::ArgNotUnicode { number })?;
-                let prepared = client.prepare(&bytes, Which::Message(number))?;
+                let prepared = prepare(&mut client, &mut hint, &bytes, Which::Message(number))?;
                 outgoing.push((bytes, prepared));
             }
             for (bytes, message) in &outgoing {
@@ -115,7 +118,8 @@ fn run_into(
                     label: "Server message: ",
                     text: bytes,
                 };
-                if let Some(interruption) = exchange(&mut client, message, view, out, stop, report)?
+                if let Some(interruption) =
+                    exchange(&mut client, message, view, out, stop, report, &mut hint)?
                 {
                     return Ok(End::Interrupted(interruption));
                 }
@@ -132,7 +136,7 @@ fn run_into(
                 let which = Which::Line(number);
                 let (text, message) = match lines.next(stop)? {
                     Line::Text(line) => {
-                        let message = client.prepare(&line, which)?;
+                        let message = prepare(&mut client, &mut hint, &line, which)?;
                         (line, message)
                     }
                     Line::TooLong(len) => return Err(client.too_large(len, which)),
@@ -156,7 +160,7 @@ fn run_into(
                     text: &text,
                 };
                 if let Some(interruption) =
-                    exchange(&mut client, &message, view, out, stop, report)?
+                    exchange(&mut client, &message, view, out, stop, report, &mut hint)?
                 {
                     return Ok(End::Interrupted(interruption));
                 }
@@ -169,7 +173,7 @@ fn run_into(
                 let which = Which::Line(number);
                 let (text, message) = match editor.next(stop)? {
                     Line::Text(line) => {
-                        let message = client.prepare(&line, which)?;
+                        let message = prepare(&mut client, &mut hint, &line, which)?;
                         (line, message)
                     }
                     Line::TooLong(len) => return Err(client.too_large(len, which)),
@@ -182,7 +186,7 @@ fn run_into(
                     text: &text,
                 };
                 if let Some(interruption) =
-                    exchange(&mut client, &message, view, out, stop, report)?
+                    exchange(&mut client, &message, view, out, stop, report, &mut hint)?
                 {
                     return Ok(End::Interrupted(interruption));
                 }
@@ -211,6 +215,7 @@ fn exchange(
     out: &mut dyn Write,
     stop: &Stop,
     report: &mut Report,
+    hint: &mut EncodingHint,
 ) -> Result<Option<Interruption>, Error> {
     let human = view.output == Output::Human;
     let exchange = client.exchange(
@@ -234,8 +239,13 @@ fn exchange(
         write_out(out, line.as_bytes())?;
         // The diagnostics stay on stderr, as in the tutorial's lines.
         return Ok(match exchange.outcome {
-            Outcome::Reply { text, len } => {
-                warn_if_truncated(&text, len);
+            Outcome::Reply {
+                text,
+                len,
+                whole_chars,
+            } => {
+                hint.reply(&text, len > text.len());
+                warn_if_truncated(&text, len, whole_chars);
                 None
             }
             Outcome::NoReply(no_reply) => {
@@ -248,9 +258,14 @@ fn exchange(
     }
     let label = view.label;
     match exchange.outcome {
-        Outcome::Reply { text, len } => {
+        Outcome::Reply {
+            text,
+            len,
+            whole_chars,
+        } => {
+            hint.reply(&text, len > text.len());
             write_out(out, format!("{label}{}\n", Printable(&text)).as_bytes())?;
-            warn_if_truncated(&text, len);
+            warn_if_truncated(&text, len, whole_chars);
         }
         Outcome::ServerError { code, message } => {
             let line = format!(
@@ -266,15 +281,24 @@ fn exchange(
     Ok(None)
 }
 
-/// Says on stderr that a reply of `len` bytes was cut to `kept`.
-fn warn_if_truncated(kept: &[u8], len: usize) {
-    if len > kept.len() {
-        tell(format_args!(
-            "warning: truncated: {len} bytes, buffer {} (the reply was cut; raise --buffer to \
-             see all of it)",
-            kept.len()
-        ));
+/// Says on stderr that a reply of `len` bytes (`whole_chars` characters) was cut to `kept`.
+fn warn_if_truncated(kept: &[u8], len: usize, whole_chars: Option<usize>) {
+    if let Some(report) = charset::cut_report(kept, len, whole_chars) {
+        tell(format_args!("warning: {report}"));
     }
+}
+
+/// Checks and encodes a message (as [`Client::prepare`]), saying first, once a run, when it
+/// is not UTF-8 but reads as Shift_JIS or EUC-JP.
+fn prepare(
+    client: &mut Client,
+    hint: &mut EncodingHint,
+    message: &[u8],
+    which: Which,
+) -> Result<Outgoing, Error> {
+    let prepared = client.prepare(message, which);
+    hint.message(which, message, prepared.is_ok());
+    prepared
 }
 
 /// Writes a line for the user on stderr, whatever the log level. Nothing can be done if stderr is closed.

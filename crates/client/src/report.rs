@@ -42,7 +42,7 @@ impl Report {
             self.retried += 1;
         }
         match &exchange.outcome {
-            Outcome::Reply { text, len } => {
+            Outcome::Reply { text, len, .. } => {
                 self.answered += 1;
                 if *len > text.len() {
                     self.truncated += 1;

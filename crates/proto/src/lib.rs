@@ -32,6 +32,7 @@
 //! timeouts) for both programs; each gives it its clock and where the lines go.
 
 pub mod capture;
+pub mod charset;
 mod envelope;
 pub mod probe;
 pub mod text;

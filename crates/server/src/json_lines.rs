@@ -17,6 +17,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Serialize;
 
+use crate::charset::EncodingHint;
 use crate::core::Event;
 use crate::loop_guard::LoopCause;
 use crate::output::{LineQueue, Pushed};
@@ -33,6 +34,8 @@ pub struct JsonLines {
     line: Vec<u8>,
     /// A non-UTF-8 message's base64, reused.
     base64: String,
+    /// Said once: a datagram that is not UTF-8 but reads as Shift_JIS or EUC-JP.
+    hint: EncodingHint,
 }
 
 /// The `datagram` object. Members that an outcome has no value for are left out, never `null`,
@@ -78,6 +81,7 @@ impl JsonLines {
             out,
             line: Vec::with_capacity(1 << 10),
             base64: String::new(),
+            hint: EncodingHint::default(),
         }
     }
 
@@ -118,6 +122,9 @@ impl JsonLines {
                 match std::str::from_utf8(message) {
                     Ok(text) => line.text = Some(text),
                     Err(_) => {
+                        if self.hint.pending() {
+                            self.hint.datagram(peer, message, *len > message.len());
+                        }
                         self.base64.clear();
                         BASE64.encode_string(message, &mut self.base64);
                         line.base64 = Some(&self.base64);

@@ -30,6 +30,7 @@ mod amplification;
 mod args;
 mod arrivals;
 mod capture;
+mod charset;
 mod core;
 mod error;
 mod json_lines;

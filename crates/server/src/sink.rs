@@ -9,7 +9,10 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
+use proto::charset::Cut;
 use proto::text::Printable;
+
+use crate::charset::EncodingHint;
 
 use crate::core::Event;
 use crate::output::{LineQueue, Pushed};
@@ -40,6 +43,8 @@ pub struct TutorialLines {
     /// The last peer shown and its text: most datagrams come from the peer before, and
     /// formatting an address costs more than the rest of a line.
     peer: Option<(SocketAddr, String)>,
+    /// Said once: a datagram that is not UTF-8 but reads as Shift_JIS or EUC-JP.
+    hint: EncodingHint,
 }
 
 impl TutorialLines {
@@ -51,11 +56,13 @@ impl TutorialLines {
             out,
             lines: String::new(),
             peer: None,
+            hint: EncodingHint::default(),
         }
     }
 
     /// The lines for `event` from `peer` (empty when the event shows nothing).
     pub fn format(&mut self, peer: SocketAddr, event: &Event<'_>) -> &str {
+        let peer_addr = peer;
         let lines = &mut self.lines;
         lines.clear();
         let (_, peer) = match &mut self.peer {
@@ -86,8 +93,17 @@ impl TutorialLines {
                 lines.push_str(".\nThe message is [ ");
                 let _ = write!(lines, "{}", Printable(message));
                 lines.push_str(" ].\n");
-                if *len > message.len() {
-                    let _ = writeln!(lines, "truncated: {len} bytes, buffer {}", self.buffer);
+                let cut = *len > message.len();
+                if self.hint.pending() {
+                    self.hint.datagram(peer_addr, message, cut);
+                }
+                if cut {
+                    let _ = writeln!(
+                        lines,
+                        "message cut to {}; --buffer is {}",
+                        Cut::new(message, *len, None),
+                        self.buffer
+                    );
                 }
             }
             other => {
@@ -150,14 +166,14 @@ mod tests {
             New access.(access count: 3)
             Message received from 127.0.0.1:54321.
             The message is [ \x1b[\u{9b}\u{202e} ].
-            truncated: 5000 bytes, buffer 4
+            message cut to 7 of 5000 bytes (4 whole characters kept); --buffer is 4
 
         "#]]
         .assert_eq(&lines(Mode::Count, &event));
         expect_test::expect![[r#"
             Message received from 127.0.0.1:54321.
             The message is [ \x1b[\u{9b}\u{202e} ].
-            truncated: 5000 bytes, buffer 4
+            message cut to 7 of 5000 bytes (4 whole characters kept); --buffer is 4
         "#]]
         .assert_eq(&lines(Mode::Hello, &event));
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use proto::{Envelope, ErrorCode};
 
 mod capture;
+mod encoding;
 mod hostile;
 mod measure;
 mod retries;
@@ -262,7 +263,8 @@ fn long_replies_are_cut_and_reported() -> Result {
         "Sent a message.\nServer message: Hello\n"
     );
     assert!(
-        text(&out.stderr).contains("truncated: 14 bytes, buffer 5"),
+        text(&out.stderr)
+            .contains("reply cut to 5 of 14 bytes; raise --buffer (now 5) to see all of it"),
         "{}",
         text(&out.stderr)
     );

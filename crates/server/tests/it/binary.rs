@@ -121,7 +121,7 @@ fn count_mode_prints_the_tutorial_lines_escaped_and_the_cut() -> Result {
             "New access.(access count: 1)\nMessage received from 127.0.0.1:{port}.\n\
              The message is [ \\x1b[2J\\xff ].\n\n\
              New access.(access count: 2)\nMessage received from 127.0.0.1:{port}.\n\
-             The message is [ {a4096} ].\ntruncated: 5000 bytes, buffer 4096\n\n"
+             The message is [ {a4096} ].\nmessage cut to 4096 of 5000 bytes; --buffer is 4096\n\n"
         )
     );
     assert_eq!(

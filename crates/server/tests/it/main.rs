@@ -6,6 +6,7 @@
 mod binary;
 mod capture;
 mod dual_stack;
+mod encoding;
 mod library;
 mod shell;
 mod workers;
