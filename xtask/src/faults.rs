@@ -238,7 +238,7 @@ impl Summary {
             .split(", ")
             .map(|field| {
                 // The name is the words before the first one that starts with a figure:
-                // `duplicates dropped 3`, `sent 3 (4 datagrams)`, `peers ≥65,536`.
+                // `duplicates dropped 3`, `3 messages sent in 4 datagrams`, `peers ≥65,536`.
                 let at = field
                     .char_indices()
                     .find(|&(i, c)| {

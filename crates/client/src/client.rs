@@ -248,6 +248,12 @@ impl Client {
     ) -> Result<Exchange, Error> {
         let Outgoing { seq, id, datagram } = outgoing;
         let (seq, id) = (*seq, *id);
+        // What the log calls this message: its id where the wire carries one; plain text has
+        // none, so it is the message's number in the run.
+        let which = MessageName {
+            id: (self.config.encoding == Encoding::Json).then_some(id),
+            seq,
+        };
         self.warn_if_fragmenting(datagram.len());
         let mut refusals = 0;
         if self.config.encoding == Encoding::Plain {
@@ -273,7 +279,7 @@ impl Client {
             if attempt > 0 {
                 if first_send.elapsed() >= RETRY_WINDOW {
                     log::debug!(
-                        "id {id}: no resend after the {}s retry window",
+                        "{which}: no resend after the {}s retry window",
                         RETRY_WINDOW.as_secs()
                     );
                     break;
@@ -309,7 +315,7 @@ impl Client {
                 .backoff
                 .wait(attempt, rand::random_range(0.0..=Backoff::MAX_JITTER));
             log::debug!(
-                "id {id}: attempt {} of {} to {peer}, waiting {}",
+                "{which}: attempt {} of {} to {peer}, waiting {}",
                 attempt + 1,
                 self.backoff.attempts(),
                 humantime::format_duration(wait)
@@ -529,4 +535,20 @@ fn request(id: Id, body: &str) -> Vec<u8> {
         ack: Some(id),
     }
     .encode_to_vec()
+}
+
+/// How the log names a message: `id 4890201181755876` (JSON) or `message 2` (plain text, whose
+/// datagrams carry no id: the message's number in the run, from 1).
+struct MessageName {
+    id: Option<Id>,
+    seq: u64,
+}
+
+impl std::fmt::Display for MessageName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.id {
+            Some(id) => write!(f, "id {id}"),
+            None => write!(f, "message {}", self.seq + 1),
+        }
+    }
 }

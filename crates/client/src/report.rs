@@ -64,15 +64,22 @@ impl Report {
     }
 }
 
-/// `sent 3 (4 datagrams), answered 2, retried 1, lost 1, duplicates dropped 0, rtt min/median/max 0.081/0.090/0.112 ms`,
+/// `3 messages sent in 4 datagrams, answered 2, retried 1, lost 1, duplicates dropped 0, rtt min/median/max 0.081/0.090/0.112 ms`,
 /// with `interrupted 1` after `lost` when a wait was cut short, and `server errors` and
 /// `truncated` when there were any.
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plural = |n: u64| if n == 1 { "" } else { "s" };
         write!(
             f,
-            "sent {} ({} datagrams), answered {}, retried {}, lost {}",
-            self.sent, self.datagrams, self.answered, self.retried, self.lost
+            "{} message{} sent in {} datagram{}, answered {}, retried {}, lost {}",
+            self.sent,
+            plural(self.sent),
+            self.datagrams,
+            plural(self.datagrams),
+            self.answered,
+            self.retried,
+            self.lost
         )?;
         if self.interrupted > 0 {
             write!(f, ", interrupted {}", self.interrupted)?;

@@ -54,7 +54,7 @@ fn lost_requests_are_resent_with_the_same_id() -> Result {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(
-        err.contains("summary: sent 1 (3 datagrams), answered 1, retried 1, lost 0"),
+        err.contains("summary: 1 message sent in 3 datagrams, answered 1, retried 1, lost 0"),
         "{err}"
     );
     assert!(
@@ -201,7 +201,7 @@ fn a_silent_peer_gets_exactly_one_plus_retries_attempts() -> Result {
         "{err}"
     );
     assert!(
-        err.contains("summary: sent 1 (4 datagrams), answered 0, retried 1, lost 1"),
+        err.contains("summary: 1 message sent in 4 datagrams, answered 0, retried 1, lost 1"),
         "{err}"
     );
     assert_eq!(

@@ -41,7 +41,7 @@ fn signals_print_the_summary_and_exit_128_plus_the_signal() -> Result {
         assert_eq!(text(&out.stdout), "Sent a message.\n", "SIG{signal}");
         assert!(
             err.contains(
-                "summary: sent 1 (1 datagrams), answered 0, retried 0, lost 0, interrupted 1, \
+                "summary: 1 message sent in 1 datagram, answered 0, retried 0, lost 0, interrupted 1, \
                  duplicates dropped 0"
             ),
             "SIG{signal}: {err}"
@@ -79,7 +79,9 @@ fn the_deadline_bounds_the_whole_run() -> Result {
         "{err}"
     );
     assert!(
-        err.contains("summary: sent 1 (1 datagrams), answered 0, retried 0, lost 0, interrupted 1"),
+        err.contains(
+            "summary: 1 message sent in 1 datagram, answered 0, retried 0, lost 0, interrupted 1"
+        ),
         "{err}"
     );
     assert_eq!(peer.received()?.len(), 1);
@@ -113,7 +115,10 @@ fn the_deadline_ends_a_run_blocked_on_stdin() -> Result {
         err.contains("error: the --deadline of 300ms passed"),
         "{err}"
     );
-    assert!(err.contains("summary: sent 0 (0 datagrams)"), "{err}");
+    assert!(
+        err.contains("summary: 0 messages sent in 0 datagrams"),
+        "{err}"
+    );
     assert!(peer.received()?.is_empty());
     Ok(())
 }

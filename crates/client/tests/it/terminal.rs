@@ -67,7 +67,7 @@ fn lines_are_edited_and_recalled_and_ctrl_c_ends_like_sigint() -> Result {
     session.exp_string("ok: abcd")?;
     session.exp_string(PROMPT)?;
     session.send_control('c')?;
-    session.exp_string("summary: sent 3")?;
+    session.exp_string("summary: 3 messages sent")?;
     assert_eq!(exit_code(&session)?, 130, "Ctrl-C at the prompt is SIGINT");
     assert_eq!(peer.received()?, [&b"hello"[..], b"hello", b"abcd"]);
     Ok(())
@@ -94,7 +94,7 @@ fn the_deadline_ends_a_run_waiting_at_the_prompt() -> Result {
     let mut session = at_terminal(&peer, &["--deadline", "300ms"])?;
     session.exp_string(PROMPT)?;
     session.exp_string("error: the --deadline of 300ms passed")?;
-    session.exp_string("summary: sent 0")?;
+    session.exp_string("summary: 0 messages sent")?;
     assert_eq!(exit_code(&session)?, 3);
     assert!(peer.received()?.is_empty());
     Ok(())
