@@ -95,6 +95,27 @@ pub fn parse<S: AsRef<str>>(lines: &[S]) -> Result<Vec<Call>, String> {
     Ok(calls)
 }
 
+/// The tutorial's first exchange as the client traces it, for the tests of what reads traces.
+#[cfg(test)]
+pub const FIRST_EXCHANGE_CLIENT: [&str; 5] = [
+    "trace 2026-12-02T01:00:00.000100Z [fd 3] socket(AF_INET, SOCK_DGRAM) → fd 3",
+    "trace 2026-12-02T01:00:00.000200Z [fd 3] connect(127.0.0.1:4000)",
+    "trace 2026-12-02T01:00:00.000420Z [fd 3] send(…, 14 bytes)",
+    "trace 2026-12-02T01:00:00.000600Z [fd 3] recv(…) → 14 bytes",
+    "trace 2026-12-02T01:00:00.000700Z [fd 3] close()",
+];
+
+/// The same exchange as the server traces it; its receive is stamped before the client's
+/// send (both as their calls return), as happens on a busy machine.
+#[cfg(test)]
+pub const FIRST_EXCHANGE_SERVER: [&str; 5] = [
+    "trace 2026-12-02T01:00:00.000000Z [fd 3] socket(AF_INET, SOCK_DGRAM) → fd 3",
+    "trace 2026-12-02T01:00:00.000050Z [fd 3] bind(127.0.0.1:4000)",
+    "trace 2026-12-02T01:00:00.000410Z [fd 3] recvfrom(…) → 14 bytes from 127.0.0.1:5000",
+    "trace 2026-12-02T01:00:00.000500Z [fd 3] sendto(…, 14 bytes, 127.0.0.1:5000)",
+    "trace 2026-12-02T01:00:00.000800Z [fd 3] close()",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

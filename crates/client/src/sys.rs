@@ -530,20 +530,7 @@ mod batch {
             )
             .map(Iterator::count);
             if trace.is_on() {
-                let plural = if n == 1 { "" } else { "s" };
-                let result = sent.map_err(io::Error::from);
-                match &result {
-                    Ok(count) => trace.sent(
-                        made,
-                        format_args!("sendmmsg(…, {n} datagram{plural}) → {count}"),
-                        &result,
-                    ),
-                    Err(_) => trace.sent(
-                        made,
-                        format_args!("sendmmsg(…, {n} datagram{plural})"),
-                        &result,
-                    ),
-                }
+                trace.sent_batch(made, n, &sent.map_err(io::Error::from));
             }
             match sent {
                 Ok(count) => return Ok(count),

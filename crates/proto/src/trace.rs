@@ -225,6 +225,27 @@ impl<S: Sink> Trace<S> {
         }
     }
 
+    /// Prints a `sendmmsg` of `n` datagrams made at `made`: `sendmmsg(…, 3 datagrams) → 3`,
+    /// or with the error when `result` is one.
+    pub fn sent_batch(&self, made: Option<SystemTime>, n: usize, result: &io::Result<usize>) {
+        if self.on.is_none() {
+            return;
+        }
+        let plural = if n == 1 { "" } else { "s" };
+        match result {
+            Ok(count) => self.sent(
+                made,
+                format_args!("sendmmsg(…, {n} datagram{plural}) → {count}"),
+                result,
+            ),
+            Err(_) => self.sent(
+                made,
+                format_args!("sendmmsg(…, {n} datagram{plural})"),
+                result,
+            ),
+        }
+    }
+
     /// Prints `call`, with the error when `result` is one: for calls that return nothing
     /// worth showing (`bind`, `setsockopt`).
     #[inline]

@@ -747,21 +747,7 @@ mod imp {
                 let made = trace.clock();
                 let sent = send_run(socket, batch, &out[next..end], local);
                 if trace.is_on() {
-                    let n = end - next;
-                    let plural = if n == 1 { "" } else { "s" };
-                    let result = sent.map_err(io::Error::from);
-                    match &result {
-                        Ok(count) => trace.sent(
-                            made,
-                            format_args!("sendmmsg(…, {n} datagram{plural}) → {count}"),
-                            &result,
-                        ),
-                        Err(_) => trace.sent(
-                            made,
-                            format_args!("sendmmsg(…, {n} datagram{plural})"),
-                            &result,
-                        ),
-                    }
+                    trace.sent_batch(made, end - next, &sent.map_err(io::Error::from));
                 }
                 match sent {
                     // The kernel stops at the first datagram it cannot send and says how many

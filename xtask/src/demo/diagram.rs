@@ -419,21 +419,14 @@ mod tests {
     /// The first exchange as the two programs trace it; the server's receive is stamped before
     /// the client's send (both as their calls return), as happens on a busy machine.
     fn first_exchange() -> Result<Part, String> {
-        let client = trace::parse(&[
-            "trace 2026-12-02T01:00:00.000100Z [fd 3] socket(AF_INET, SOCK_DGRAM) → fd 3",
-            "trace 2026-12-02T01:00:00.000200Z [fd 3] connect(127.0.0.1:4000)",
-            "trace 2026-12-02T01:00:00.000420Z [fd 3] send(…, 14 bytes)",
-            "trace 2026-12-02T01:00:00.000600Z [fd 3] recv(…) → 14 bytes",
-            "trace 2026-12-02T01:00:00.000700Z [fd 3] close()",
-        ])?;
-        let server = trace::parse(&[
-            "trace 2026-12-02T01:00:00.000000Z [fd 3] socket(AF_INET, SOCK_DGRAM) → fd 3",
-            "trace 2026-12-02T01:00:00.000050Z [fd 3] bind(127.0.0.1:4000)",
-            "trace 2026-12-02T01:00:00.000410Z [fd 3] recvfrom(…) → 14 bytes from 127.0.0.1:5000",
-            "trace 2026-12-02T01:00:00.000500Z [fd 3] sendto(…, 14 bytes, 127.0.0.1:5000)",
+        let client = trace::parse(&trace::FIRST_EXCHANGE_CLIENT)?;
+        // And a datagram from a stranger, which no send of the client's explains.
+        let mut server = trace::FIRST_EXCHANGE_SERVER.to_vec();
+        server.insert(
+            4,
             "trace 2026-12-02T01:00:00.000550Z [fd 3] recvfrom(…) → 3 bytes from 127.0.0.1:6000",
-            "trace 2026-12-02T01:00:00.000800Z [fd 3] close()",
-        ])?;
+        );
+        let server = trace::parse(&server)?;
         Ok(Part::new("Part 1", &client, &server))
     }
 

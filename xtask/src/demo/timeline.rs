@@ -287,20 +287,8 @@ mod tests {
 
     #[test]
     fn each_line_follows_the_call_that_produced_it() -> Result<(), String> {
-        let client = trace::parse(&[
-            "trace 2026-12-02T01:00:00.000100Z [fd 3] socket(AF_INET, SOCK_DGRAM) → fd 3",
-            "trace 2026-12-02T01:00:00.000200Z [fd 3] connect(127.0.0.1:4000)",
-            "trace 2026-12-02T01:00:00.000420Z [fd 3] send(…, 14 bytes)",
-            "trace 2026-12-02T01:00:00.000600Z [fd 3] recv(…) → 14 bytes",
-            "trace 2026-12-02T01:00:00.000700Z [fd 3] close()",
-        ])?;
-        let server = trace::parse(&[
-            "trace 2026-12-02T01:00:00.000000Z [fd 3] socket(AF_INET, SOCK_DGRAM) → fd 3",
-            "trace 2026-12-02T01:00:00.000050Z [fd 3] bind(127.0.0.1:4000)",
-            "trace 2026-12-02T01:00:00.000410Z [fd 3] recvfrom(…) → 14 bytes from 127.0.0.1:5000",
-            "trace 2026-12-02T01:00:00.000500Z [fd 3] sendto(…, 14 bytes, 127.0.0.1:5000)",
-            "trace 2026-12-02T01:00:00.000800Z [fd 3] close()",
-        ])?;
+        let client = trace::parse(&trace::FIRST_EXCHANGE_CLIENT)?;
+        let server = trace::parse(&trace::FIRST_EXCHANGE_SERVER)?;
         let part = Part::new("Part 1", &client, &server);
         let own = |lines: &[&str]| lines.iter().map(|l| (*l).to_owned()).collect::<Vec<_>>();
         let entries = build(
