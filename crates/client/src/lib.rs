@@ -134,11 +134,8 @@ fn run_into(
                     write_out(out, PROMPT.as_bytes())?;
                 }
                 let which = Which::Line(number);
-                let (text, message) = match lines.next(stop)? {
-                    Line::Text(line) => {
-                        let message = prepare(&mut client, &mut hint, &line, which)?;
-                        (line, message)
-                    }
+                let line = match lines.next(stop)? {
+                    Line::Text(line) => line,
                     Line::TooLong(len) => return Err(client.too_large(len, which)),
                     Line::Interrupted(interruption) => {
                         if prompt {
@@ -154,14 +151,17 @@ fn run_into(
                         break;
                     }
                 };
-                let view = View {
-                    output: config.output,
-                    label: "",
-                    text: &text,
-                };
-                if let Some(interruption) =
-                    exchange(&mut client, &message, view, out, stop, report, &mut hint)?
-                {
+                let sent = send_line(
+                    &mut client,
+                    &mut hint,
+                    &line,
+                    which,
+                    config,
+                    out,
+                    stop,
+                    report,
+                );
+                if let Some(interruption) = sent? {
                     return Ok(End::Interrupted(interruption));
                 }
             }
@@ -171,29 +171,51 @@ fn run_into(
             let mut editor = Editor::spawn(client.max_payload(), stop)?;
             for number in 1.. {
                 let which = Which::Line(number);
-                let (text, message) = match editor.next(stop)? {
-                    Line::Text(line) => {
-                        let message = prepare(&mut client, &mut hint, &line, which)?;
-                        (line, message)
-                    }
+                let line = match editor.next(stop)? {
+                    Line::Text(line) => line,
                     Line::TooLong(len) => return Err(client.too_large(len, which)),
                     Line::Interrupted(interruption) => return Ok(End::Interrupted(interruption)),
                     Line::End => break,
                 };
-                let view = View {
-                    output: config.output,
-                    label: "",
-                    text: &text,
-                };
-                if let Some(interruption) =
-                    exchange(&mut client, &message, view, out, stop, report, &mut hint)?
-                {
+                let sent = send_line(
+                    &mut client,
+                    &mut hint,
+                    &line,
+                    which,
+                    config,
+                    out,
+                    stop,
+                    report,
+                );
+                if let Some(interruption) = sent? {
                     return Ok(End::Interrupted(interruption));
                 }
             }
         }
     }
     Ok(End::Finished)
+}
+
+/// One line of input (piped or typed at the editor's prompt): checked, encoded, sent and
+/// answered; returns why the wait was cut short, if it was.
+#[allow(clippy::too_many_arguments)]
+fn send_line(
+    client: &mut Client,
+    hint: &mut EncodingHint,
+    line: &[u8],
+    which: Which,
+    config: &Config,
+    out: &mut dyn Write,
+    stop: &Stop,
+    report: &mut Report,
+) -> Result<Option<Interruption>, Error> {
+    let message = prepare(client, hint, line, which)?;
+    let view = View {
+        output: config.output,
+        label: "",
+        text: line,
+    };
+    exchange(client, &message, view, out, stop, report, hint)
 }
 
 /// How one message's exchange is shown.
