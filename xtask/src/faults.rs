@@ -41,11 +41,11 @@ use crate::tally::{Outcome, Tally};
 
 /// How long a server may take to end after SIGTERM: it looks at its stop flag at least every
 /// 250 ms.
-const STOP_DEADLINE: Duration = Duration::from_secs(5);
+pub(crate) const STOP_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The `--idle` of every server: a backstop, so that none outlives an interrupted run. Each row
 /// stops its server with SIGTERM long before.
-const BACKSTOP_IDLE: &str = "30s";
+pub(crate) const BACKSTOP_IDLE: &str = "30s";
 
 /// The tutorial's request.
 const HELLO: &str = "Hello Server!!";
@@ -169,7 +169,7 @@ pub struct Checks {
 
 impl Checks {
     /// A row that cannot run here, for `reason`.
-    fn skipped(reason: impl Into<String>) -> Checks {
+    pub(crate) fn skipped(reason: impl Into<String>) -> Checks {
         Checks {
             skip: Some(reason.into()),
             ..Checks::default()
@@ -177,24 +177,24 @@ impl Checks {
     }
 
     /// Records `problem` unless `ok`.
-    fn check(&mut self, ok: bool, problem: impl FnOnce() -> String) {
+    pub(crate) fn check(&mut self, ok: bool, problem: impl FnOnce() -> String) {
         if !ok {
             self.problems.push(problem());
         }
     }
 
     /// Records a problem.
-    fn fail(&mut self, problem: impl Into<String>) {
+    pub(crate) fn fail(&mut self, problem: impl Into<String>) {
         self.problems.push(problem.into());
     }
 
     /// Records a figure for the row's line.
-    fn figure(&mut self, figure: impl Into<String>) {
+    pub(crate) fn figure(&mut self, figure: impl Into<String>) {
         self.figures.push(figure.into());
     }
 
     /// Records what a program printed, shown only if the row fails.
-    fn output(&mut self, who: &str, output: &Output) {
+    pub(crate) fn output(&mut self, who: &str, output: &Output) {
         self.context
             .push(format!("{who}: {}", output.describe_end()));
         self.context
@@ -203,7 +203,7 @@ impl Checks {
             .push(indent(&format!("{who} stderr"), &output.stderr_lines()));
     }
 
-    fn outcome(self) -> Outcome {
+    pub(crate) fn outcome(self) -> Outcome {
         if let Some(reason) = self.skip {
             return Outcome::Skip(reason);
         }
@@ -228,7 +228,7 @@ pub struct Summary {
 
 impl Summary {
     /// The last summary line in `lines`, if any.
-    fn find(lines: &[String]) -> Option<Summary> {
+    pub(crate) fn find(lines: &[String]) -> Option<Summary> {
         let line = lines
             .iter()
             .rev()
@@ -257,7 +257,7 @@ impl Summary {
 
     /// The figure of field `name` (`1,234` reads 1234); `None` when the field is missing or
     /// is not an exact figure (`≥65,536`).
-    fn get(&self, name: &str) -> Option<u64> {
+    pub(crate) fn get(&self, name: &str) -> Option<u64> {
         let (_, value) = self.fields.iter().find(|(field, _)| field == name)?;
         let digits: String = value
             .chars()
@@ -268,7 +268,7 @@ impl Summary {
     }
 
     /// The field's figure, or a problem naming the field and the line.
-    fn need(&self, name: &str) -> Result<u64, String> {
+    pub(crate) fn need(&self, name: &str) -> Result<u64, String> {
         self.get(name)
             .ok_or_else(|| format!("summary has no figure `{name}`: {:?}", self.line))
     }
@@ -276,7 +276,7 @@ impl Summary {
     /// Checks that the server's summary starts with [`SERVER_FIELDS`] in order, each with a
     /// figure, and that its books balance: received = counted + duplicates + malformed +
     /// rate-limited + busy + loops.
-    fn check_server_books(&self, checks: &mut Checks) {
+    pub(crate) fn check_server_books(&self, checks: &mut Checks) {
         if let Err(problem) = self.server_books() {
             checks.fail(problem);
         }
@@ -336,7 +336,7 @@ fn start_server(
 }
 
 /// Stops `server` with SIGTERM and checks that it exits 0 without a panic; returns its summary.
-fn stop_server(server: Server, checks: &mut Checks) -> Result<Option<Summary>, String> {
+pub(crate) fn stop_server(server: Server, checks: &mut Checks) -> Result<Option<Summary>, String> {
     let output = server.terminate(STOP_DEADLINE)?;
     checks.check(output.code() == Some(0), || {
         format!(
@@ -375,7 +375,7 @@ fn run_client(
 }
 
 /// Checks that the client ended by itself with `code`.
-fn check_exit(client: &Output, code: i32, checks: &mut Checks) {
+pub(crate) fn check_exit(client: &Output, code: i32, checks: &mut Checks) {
     checks.check(client.code() == Some(code), || {
         format!(
             "client: expected exit {code}, got {}",

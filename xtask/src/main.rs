@@ -22,6 +22,7 @@ mod demo;
 mod dist;
 mod faults;
 mod forge;
+mod lab;
 mod matrix;
 mod peers;
 mod schema;
@@ -61,6 +62,10 @@ enum Task {
     Bench(bench::Args),
     /// Release binaries, bash/zsh/fish completions and man pages under target/dist/.
     Dist,
+    /// Build, then run only the lab rows: test hosts in network namespaces (a router with a
+    /// firewall and a path MTU of 1280, a bridge with two servers). Needs root, `ip` and `nft`;
+    /// without them every row is skipped with the reason.
+    Lab(lab::Args),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
         Task::Test(args) => test::run(&args),
         Task::Bench(args) => bench::run(&args),
         Task::Dist => dist::run(),
+        Task::Lab(args) => lab::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -69,6 +69,8 @@ pub fn run(args: &Args) -> Result<(), String> {
         crate::faults::run(filter, &mut tally)?;
         println!("==> strace (--trace against the calls strace sees)");
         crate::strace::run(&crate::Bins::locate()?, filter, &mut tally)?;
+        println!("==> lab (test hosts in network namespaces)");
+        crate::lab::stage(&crate::Bins::locate()?, filter, false, &mut tally);
     }
     println!(
         "{} passed, {} failed, {} skipped",
