@@ -40,6 +40,7 @@ pub fn rate_limit(lab: &Lab, bins: &Bins) -> Result<Checks, String> {
     count_s1(lab, &p)?;
     let target = format!("{S1_V4}:{p}");
     let count = BURST_SENT.to_string();
+    let overflowed_before = lab.rcvbuf_errors("s1")?;
     let burst = lab.client(
         bins,
         "c1",
@@ -63,21 +64,26 @@ pub fn rate_limit(lab: &Lab, bins: &Bins) -> Result<Checks, String> {
     let (sent1, _) = lab.counter("r", "req")?;
     let (answered1, _) = lab.counter("r", "ans")?;
     let took = burst.elapsed.as_secs_f64();
+    // A server slower than the burst (a busy machine, a debug build) loses datagrams to its
+    // full receive buffer before the limiter sees them: those count towards the burst.
+    let overflowed = lab.rcvbuf_errors("s1")? - overflowed_before;
     checks.check(sent1 == BURST_SENT, || {
         format!("the router forwarded {sent1} requests of the burst, expected {BURST_SENT}")
     });
     let most = BURST as f64 + RATE * took;
     checks.check(
-        answered1 >= BURST.min(sent1) && answered1 as f64 <= most,
+        answered1 + overflowed >= BURST.min(sent1) && answered1 as f64 <= most,
         || {
             format!(
-                "burst: {answered1} answers of {sent1}; expected at least the burst {BURST} and \
-                 at most {most:.0} (the burst + {RATE}/s over the {took:.2}s the client ran)"
+                "burst: {answered1} answers of {sent1} ({overflowed} lost to s1's full receive \
+                 buffer); expected at least the burst {BURST} and at most {most:.0} (the burst + \
+                 {RATE}/s over the {took:.2}s the client ran)"
             )
         },
     );
     checks.figure(format!(
-        "burst: {sent1} sent in {took:.2}s, {answered1} answered"
+        "burst: {sent1} sent in {took:.2}s, {answered1} answered, {overflowed} lost to a full \
+         receive buffer"
     ));
     checks.output("bench (burst)", &burst);
 
