@@ -310,10 +310,10 @@ impl Lab {
                 "needs root (network namespaces, veth, nftables); CI runs it as root".to_owned(),
             ));
         }
-        for program in ["ip", "nft"] {
+        for (program, package) in [("ip", "iproute2"), ("nft", "nftables")] {
             if peers::which(program).is_none() {
                 return Err(Unusable::Skip(format!(
-                    "`{program}` is not installed (iproute2, nftables; .ci/run installs them)"
+                    "`{program}` is not installed (package {package}; .ci/run installs it)"
                 )));
             }
         }

@@ -5,7 +5,10 @@
 //! - `cargo xtask test` is the one test command, and the CI contract: fmt, clippy, the tests,
 //!   the loopback matrix of `udptalk-server` × `udptalk-client` and independent peers, then the
 //!   faults stage (loss, duplication, delay, reordering, loops started by a forged datagram,
-//!   forged acks, a flood).
+//!   forged acks, a flood), the strace rows and the lab.
+//! - `cargo xtask lab` runs only the lab: test hosts in network namespaces (a router with a
+//!   firewall and a path MTU of 1,280, a bridge with two servers), as root; `--keep` leaves it
+//!   up for debugging.
 //! - `cargo xtask dist` writes release binaries, shell completions and man pages under
 //!   `target/dist/`.
 //! - `cargo xtask bench` measures udptalk against a bare echo loop and sockperf in interleaved
@@ -14,8 +17,8 @@
 //! Each task is a module with one `run` function. Cargo is invoked through `$CARGO`, so the
 //! toolchain that runs xtask also builds and checks the workspace. xtask builds on Windows too,
 //! and `demo` runs there; the matrix (it passes invalid UTF-8 as arguments, which only Unix
-//! command lines carry), the faults and the bench (they read `/proc`) and the strace rows are
-//! Unix only and are skipped elsewhere with the reason.
+//! command lines carry), the faults and the bench (they read `/proc`), the strace rows and the
+//! lab (Linux network namespaces) are Unix only and are skipped elsewhere with the reason.
 
 mod bench;
 mod demo;
@@ -53,7 +56,7 @@ enum Task {
     /// (--diagram: draw each exchange's socket calls as a sequence diagram, text and SVG).
     Demo(demo::Args),
     /// fmt --check, clippy -D warnings, cargo test, the Windows check, the loopback matrix,
-    /// then the faults.
+    /// then the faults, the strace rows and the lab.
     Test(test::Args),
     /// Measure udptalk against a bare echo loop (the cap) and sockperf: interleaved rounds,
     /// one table, target/bench/report.json and report.svg. Release builds; about 7 minutes

@@ -5,9 +5,11 @@
 //! `cargo test --workspace`, `cargo check --workspace --all-targets --target
 //! x86_64-pc-windows-gnu` ([`crate::windows`]: skipped with the reason where that target's
 //! standard library is missing), `cargo build --workspace --bins` (already done by the tests'
-//! build, so it only checks), then the loopback matrix of [`crate::matrix`] and the faults stage
-//! of [`crate::faults`]. The matrix and the faults share one [`Tally`](crate::tally::Tally), so the run ends with one
-//! line, `N passed, M failed, K skipped`, counting the rows of both.
+//! build, so it only checks), then the loopback matrix of [`crate::matrix`], the faults stage
+//! of [`crate::faults`], the strace rows of [`crate::strace`] and the lab of [`crate::lab`]
+//! (test hosts in network namespaces; skipped with the reason without root, `ip` or `nft`).
+//! They share one [`Tally`](crate::tally::Tally), so the run ends with one line,
+//! `N passed, M failed, K skipped`, counting the rows of all.
 
 use crate::tally::{Outcome, Tally};
 
@@ -18,11 +20,11 @@ pub struct Args {
     #[arg(long, conflicts_with = "faults_only")]
     matrix_only: bool,
     /// Skip fmt, clippy, cargo test and the matrix: build the binaries and run only the faults
-    /// (and the strace rows).
+    /// (and the strace and lab rows).
     #[arg(long)]
     faults_only: bool,
-    /// Run only the matrix and faults rows whose name contains this text (e.g. `v6`, `socat`,
-    /// `flood`).
+    /// Run only the matrix, faults, strace and lab rows whose name contains this text (e.g.
+    /// `v6`, `socat`, `flood`, `mtu`).
     #[arg(long, value_name = "TEXT")]
     filter: Option<String>,
 }
