@@ -143,7 +143,7 @@ const ROWS: [Row; 17] = [
     ),
     (
         "lab group ignored: s1 and s2 on 0.0.0.0:P / [::]:P without --answer-group: broadcast \
-         and ff02::1 get nothing, 0 sent (nft), summary group-ignored 1",
+         and ff02::1 get nothing, 0 sent (nft), every datagram received group-ignored",
         groups::group_ignored,
     ),
     (
