@@ -573,19 +573,18 @@ impl Lab {
         checks: &mut Checks,
     ) -> Result<Server, String> {
         let ns = self.ns(role);
-        let bin = bins.server.to_string_lossy();
-        let mut full = vec![
-            "netns",
-            "exec",
-            &ns,
-            &bin,
-            "--bind",
-            bind,
-            "--quiet",
-            "--idle",
-            BACKSTOP_IDLE,
+        let mut full: Vec<&std::ffi::OsStr> = vec![
+            "netns".as_ref(),
+            "exec".as_ref(),
+            ns.as_ref(),
+            bins.server.as_os_str(),
         ];
-        full.extend_from_slice(args);
+        full.extend(
+            ["--bind", bind, "--quiet", "--idle", BACKSTOP_IDLE]
+                .iter()
+                .chain(args)
+                .map(|arg| std::ffi::OsStr::new(*arg)),
+        );
         let server = Server::spawn_after_logs(Path::new("ip"), full, 5)?;
         checks.check(server.early.is_empty(), || {
             format!(
