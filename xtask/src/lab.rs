@@ -66,6 +66,12 @@ pub fn run(args: &Args) -> Result<(), String> {
         "{} passed, {} failed, {} skipped",
         tally.passed, tally.failed, tally.skipped
     );
+    if tally.passed + tally.failed + tally.skipped == 0 {
+        return Err(format!(
+            "no lab row's name contains {:?}: `cargo xtask lab` lists them all without --filter",
+            args.filter.as_deref().unwrap_or_default()
+        ));
+    }
     if tally.failed == 0 {
         Ok(())
     } else {
@@ -76,9 +82,8 @@ pub fn run(args: &Args) -> Result<(), String> {
 /// A lab row: its name and the function that plays it in the lab.
 type Row = (&'static str, fn(&Lab, &Bins) -> Result<Checks, String>);
 
-/// The rows, in the order they run; the last, that nothing is left, is played after the lab
-/// is gone.
-const ROWS: [Row; 17] = [
+/// The rows, in the order they run. [`LEFT_NOTHING`] follows them, once the lab is gone.
+const ROWS: [Row; 16] = [
     (
         "lab rate limit: c1 → s1 (198.51.100.10, default 1000/s, burst 2000): router counts \
          answers of a fast burst, then of a steady 3000/s",
@@ -154,94 +159,74 @@ const ROWS: [Row; 17] = [
         "lab multicast v6: s1 and s2 --join ff12::1%eth0, c2 → [ff12::1%eth0]:P → two replies",
         groups::multicast_v6,
     ),
-    (LEFT_NOTHING, left_nothing_placeholder),
 ];
 
 /// The name of the last row, which checks that the lab left nothing behind.
 const LEFT_NOTHING: &str = "lab left nothing behind: no ut-<pid>-* namespace (links and nft \
                             tables go with them)";
 
-/// Never called: the last row is checked after the lab is dropped, in [`stage`].
-fn left_nothing_placeholder(_: &Lab, _: &Bins) -> Result<Checks, String> {
-    Err("the leftover check runs after the lab is removed".to_owned())
-}
-
 /// The lab stage: builds the lab (or finds why it cannot), plays the rows whose name contains
-/// `filter` and removes the lab (unless `keep`), then checks that nothing is left.
+/// `filter` and removes the lab (unless `keep`), then checks that nothing is left (that row
+/// runs whenever the lab was built, whatever the filter).
 pub fn stage(bins: &Bins, filter: Option<&str>, keep: bool, tally: &mut Tally) {
     let started = Instant::now();
-    // The leftover check runs whenever the lab was built, whatever the filter.
-    let rows: Vec<&Row> = ROWS
-        .iter()
-        .filter(|(name, _)| filter.is_none_or(|filter| name.contains(filter)))
-        .collect();
-    let rows: Vec<&Row> = if rows.iter().all(|(name, _)| *name == LEFT_NOTHING) {
-        rows
-    } else {
-        ROWS.iter()
-            .filter(|(name, _)| {
-                *name == LEFT_NOTHING || filter.is_none_or(|filter| name.contains(filter))
-            })
-            .collect()
-    };
-    if rows.is_empty() {
+    let wanted = |name: &str| filter.is_none_or(|filter| name.contains(filter));
+    let rows: Vec<&Row> = ROWS.iter().filter(|(name, _)| wanted(name)).collect();
+    if rows.is_empty() && !wanted(LEFT_NOTHING) {
         return;
     }
+    let names = rows.iter().map(|(name, _)| *name).chain([LEFT_NOTHING]);
     let lab = match Lab::build(keep) {
         Ok(lab) => lab,
         Err(Unusable::Skip(reason)) => {
-            for (name, _) in rows {
+            for name in names {
                 tally.record(name, Outcome::Skip(reason.clone()));
             }
             return;
         }
         Err(Unusable::Fail(problem)) => {
-            for (name, _) in rows {
+            for name in names {
                 tally.record(name, Outcome::Fail(vec![problem.clone()]));
             }
             return;
         }
     };
     for (name, row) in &rows {
-        if *name == LEFT_NOTHING {
-            continue;
-        }
         let outcome = match row(&lab, bins) {
             Ok(checks) => checks.outcome(),
             Err(error) => Outcome::Fail(vec![error]),
         };
-        if let Err(problem) = lab.reset() {
-            tally.record(name, Outcome::Fail(vec![problem]));
-            continue;
-        }
+        // The next row starts from a clean router and servers, or this one fails.
+        let outcome = match lab.reset() {
+            Ok(()) => outcome,
+            Err(problem) => Outcome::Fail(vec![problem]),
+        };
         tally.record(name, outcome);
     }
     let prefix = lab.prefix.clone();
     drop(lab);
-    {
-        let outcome = if keep {
-            Outcome::Skip("--keep: the lab is left up on purpose".to_owned())
-        } else {
-            match namespaces() {
-                Ok(names) => {
-                    let left: Vec<String> = names
-                        .into_iter()
-                        .filter(|name| name.starts_with(&prefix))
-                        .collect();
-                    if left.is_empty() {
-                        Outcome::Pass(Some(format!("0 namespaces {prefix}*")))
-                    } else {
-                        Outcome::Fail(vec![format!("left behind: {}", left.join(", "))])
-                    }
+    let outcome = if keep {
+        Outcome::Skip("--keep: the lab is left up on purpose".to_owned())
+    } else {
+        match namespaces() {
+            Ok(names) => {
+                let left: Vec<String> = names
+                    .into_iter()
+                    .filter(|name| name.starts_with(&prefix))
+                    .collect();
+                if left.is_empty() {
+                    Outcome::Pass(Some(format!("0 namespaces {prefix}*")))
+                } else {
+                    Outcome::Fail(vec![format!("left behind: {}", left.join(", "))])
                 }
-                Err(problem) => Outcome::Fail(vec![problem]),
             }
-        };
-        tally.record(LEFT_NOTHING, outcome);
-    }
+            Err(problem) => Outcome::Fail(vec![problem]),
+        }
+    };
+    tally.record(LEFT_NOTHING, outcome);
     println!(
         "lab: {} rows in {:.1}s",
-        rows.len(),
+        rows.len() + 1,
         started.elapsed().as_secs_f64()
     );
 }
