@@ -61,15 +61,17 @@ impl fmt::Display for NoReply {
             write!(
                 f,
                 "no reply from {peer} to {attempts} attempts over {after}: the server is not \
-                 answering or the path loses datagrams; check that it runs, or raise --timeout \
-                 or --retries"
+                 answering or the path loses datagrams (a firewall that drops them, or a refusal \
+                 the kernel's ICMP rate limit held back, looks the same); check that it runs, or \
+                 raise --timeout or --retries"
             )
         } else {
             write!(
                 f,
                 "no reply from {peer} within {after}: the request or its answer was lost, or \
-                 the server is not answering; check that it runs, or raise --timeout (or \
-                 --retries, which plain text risks counting twice)"
+                 the server is not answering (a firewall that drops datagrams, or a refusal the \
+                 kernel's ICMP rate limit held back, looks the same); check that it runs, or \
+                 raise --timeout (or --retries, which plain text risks counting twice)"
             )
         }
     }

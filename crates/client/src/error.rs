@@ -331,8 +331,12 @@ impl fmt::Display for Error {
                     Some(source) => write!(f, "{flag} {name}: {source}")?,
                     None => write!(
                         f,
-                        "{flag} {name}: there is no interface named {name} on this host (with \
-                         an address of the server's family)"
+                        "{flag} {name}: there is no interface named {name}{} on this host",
+                        if *flag == "--multicast-if" {
+                            " with an address of the server's family"
+                        } else {
+                            ""
+                        }
                     )?,
                 }
                 write!(

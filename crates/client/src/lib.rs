@@ -20,6 +20,7 @@ mod bench;
 mod capture;
 mod charset;
 mod client;
+mod collect;
 mod editor;
 mod error;
 mod icmp;
@@ -91,6 +92,11 @@ fn run_into(
     stop: &Stop,
     report: &mut Report,
 ) -> Result<End, Error> {
+    if let Some(&peer) = config.servers.first()
+        && config.options.collects(peer)
+    {
+        return collect::run(config, peer, input, out, stop, report);
+    }
     let mut client = Client::connect(config)?;
     let mut hint = EncodingHint::default();
     // The editor draws its prompt on stdout, which JSON Lines keep for JSON alone: typed lines

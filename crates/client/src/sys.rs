@@ -85,7 +85,8 @@ impl Socket {
         if local.is_ipv4() != peer.is_ipv4() {
             return Err(Error::Usage {
                 reason: format!(
-                    "--source {local} is an {} address and the server {peer} an {} one; give a                      source of the server's family",
+                    "--source {local} is an {} address and the server {peer} an {} one; give a \
+                     source of the server's family",
                     options::family_name(local.ip()),
                     options::family_name(peer.ip())
                 ),
