@@ -420,9 +420,7 @@ impl Client {
             PathFailure::Refused => {}
             PathFailure::TooBig { mtu, error } if !*resent_for_mtu => {
                 *resent_for_mtu = true;
-                let said = error.map_or(String::new(), |error| {
-                    format!(" ({error} from {})", error.who())
-                });
+                let said = error.map_or(String::new(), |error| error.said_by());
                 log::warn!(
                     "a datagram of {} bytes to {peer} was lost: it is over the path MTU {mtu}{said}; \
                      resending it at once, fragmented by this host (losing any fragment loses \
@@ -558,11 +556,28 @@ impl Client {
         }
     }
 
-    /// Warns once that datagrams this long may be fragmented on the way (RFC 8085 §3.2): one
-    /// lost fragment loses the whole datagram.
+    /// Warns once that datagrams this long are fragmented by this host (over the path MTU the
+    /// kernel knows), or may be on the way (RFC 8085 §3.2): one lost fragment loses the whole
+    /// datagram. Not with `--dont-fragment`: such a datagram is refused, never fragmented.
     fn warn_if_fragmenting(&mut self, len: usize) {
         let peer = self.peer();
-        if !self.warned_fragmentation && proto::may_fragment(peer.ip(), len) {
+        if self.warned_fragmentation || self.config.options.dont_fragment {
+            return;
+        }
+        if let Some(mtu) = self.socket.path_mtu()
+            && len > max_payload_for(peer, mtu)
+        {
+            self.warned_fragmentation = true;
+            log::warn!(
+                "a datagram of {} bytes to {peer} is over the path MTU {mtu} this host knows, \
+                 and is sent in fragments; losing any fragment loses it all: keep messages ≤ {} \
+                 bytes if you can",
+                crate::error::thousands(len),
+                crate::error::thousands(max_payload_for(peer, mtu))
+            );
+            return;
+        }
+        if proto::may_fragment(peer.ip(), len) {
             self.warned_fragmentation = true;
             log::warn!(
                 "a datagram of {len} bytes to {peer} may be fragmented on the way (over {} \

@@ -282,7 +282,7 @@ impl fmt::Display for Error {
                     thousands(*len)
                 )?;
                 if let Some(error) = error {
-                    write!(f, " ({error} from {})", error.who())?;
+                    write!(f, "{}", error.said_by())?;
                 }
                 write!(
                     f,

@@ -76,6 +76,18 @@ impl PathError {
                 .is_none_or(|offender| offender.to_canonical() == peer.ip().to_canonical())
     }
 
+    /// ` (ICMP … from ADDR)`, or, for the kernel's own EMSGSIZE, where its MTU came from.
+    pub fn said_by(&self) -> String {
+        match self.origin {
+            Origin::Local => {
+                " (learned earlier from an ICMP error, and kept by this host's kernel for about \
+                 10 minutes)"
+                    .to_owned()
+            }
+            _ => format!(" ({self} from {})", self.who()),
+        }
+    }
+
     /// The offender's address, or words for none.
     pub fn who(&self) -> String {
         match self.offender {
