@@ -319,8 +319,28 @@ impl Config {
 
     /// Resolves `args.server` (an IP address and port, or a host name and port).
     pub fn from_args(args: &Args) -> Result<Config, Error> {
-        let servers = resolve_server(&args.server)?;
+        let mut servers = resolve_server(&args.server)?;
         let options = SocketOptions::from_args(args)?;
+        if let Some(source) = options.source {
+            // A name with addresses of both families (localhost): the source's family only.
+            let family = servers.clone();
+            servers.retain(|addr| addr.is_ipv4() == source.is_ipv4());
+            if servers.is_empty() {
+                return Err(Error::Usage {
+                    reason: format!(
+                        "--source {source} is an {} address and --server {} has none of that \
+                         family ({}); give a source of the server's family",
+                        options::family_name(source.ip()),
+                        args.server,
+                        family
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+        }
         check_broadcast(&servers, &options)?;
         let retries = args.retries.unwrap_or(match args.encoding {
             Encoding::Json => 2,
@@ -372,6 +392,22 @@ impl SocketOptions {
     }
 }
 
+/// `ping` and `bench` measure one server over a connected socket: a group or broadcast
+/// address, whose answers come from other addresses, is refused.
+fn check_one_host(server: SocketAddr, options: &SocketOptions, what: &str) -> Result<(), Error> {
+    if options.collects(server) {
+        return Err(Error::Usage {
+            reason: format!(
+                "{what} measures one server, and {} is a group or broadcast address (answers \
+                 would come from other addresses); give the server's own address, or talk to \
+                 the group without `{what}`",
+                server.ip()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Refuses the limited broadcast address without `--broadcast`, before anything is sent (a
 /// subnet's broadcast address is refused by the kernel when connecting, with the same words).
 fn check_broadcast(servers: &[SocketAddr], options: &SocketOptions) -> Result<(), Error> {
@@ -387,6 +423,7 @@ impl PingConfig {
         let server = first_server(&args.server)?;
         let options = SocketOptions::from_args(args)?;
         check_broadcast(&[server], &options)?;
+        check_one_host(server, &options, "ping")?;
         let size = ping.size.unwrap_or(min_size(args.encoding));
         check_size(size, args.encoding, server)?;
         Ok(PingConfig {
@@ -410,6 +447,7 @@ impl BenchConfig {
         let server = first_server(&args.server)?;
         let options = SocketOptions::from_args(args)?;
         check_broadcast(&[server], &options)?;
+        check_one_host(server, &options, "bench")?;
         let payload = match (&bench.payload_hex, bench.size) {
             (Some(_), Some(_)) => {
                 return Err(Error::Usage {
