@@ -42,7 +42,7 @@ fn a_source_that_is_not_ours_or_of_another_family_is_refused() -> Result {
     // 192.0.2.1 (TEST-NET-1) is no address of this host: bind fails, nothing is sent.
     for (source, says) in [
         ("192.0.2.1", "not an address of this host"),
-        ("[::1]:4000", "IPv6 address and the server"),
+        ("[::1]:4000", "IPv6 address and --server"),
         ("nohost", "127.0.0.2:4000"),
     ] {
         let out = client(&["--server", &server, "--source", source, "hi"], None)?;
@@ -257,5 +257,40 @@ fn with_broadcast_and_no_reply_the_exit_is_3() -> Result {
         err.contains("no reply from any host") && err.contains("--answer-group"),
         "{err}"
     );
+    Ok(())
+}
+
+#[test]
+fn ping_and_bench_set_the_same_options() -> Result {
+    let peer = who_sent()?;
+    let server = peer.addr.to_string();
+    for command in [
+        &["ping", "-c", "1"][..],
+        &["bench", "--count", "3", "--warmup", "0", "--duration", "2s"],
+    ] {
+        let mut args = command.to_vec();
+        args.extend([
+            "--server",
+            &server,
+            "--source",
+            "127.0.0.2",
+            "--ttl",
+            "3",
+            "--tos",
+            "8",
+            "--trace",
+        ]);
+        let out = client(&args, None)?;
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{command:?}: {err}");
+        for call in [
+            "setsockopt(IP_TTL, 3)",
+            "setsockopt(IP_TOS, 8)",
+            "bind(127.0.0.2:0)",
+        ] {
+            assert!(err.contains(call), "{command:?}: {call} not in: {err}");
+        }
+    }
+    peer.received()?;
     Ok(())
 }
