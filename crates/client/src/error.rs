@@ -10,7 +10,7 @@ use proto::DecodeError;
 use proto::text::Printable;
 
 use crate::Encoding;
-use crate::icmp::PathError;
+use crate::icmp::{Meaning, PathError};
 
 /// What ends a run early.
 #[derive(Debug)]
@@ -61,8 +61,9 @@ pub enum Error {
         peer: SocketAddr,
     },
     /// Occurs when a host on the way to the server (a firewall or router), not the server,
-    /// refused the datagram with an ICMP error, or anyone answered "administratively
-    /// prohibited".
+    /// refused the datagram with an ICMP error (port, host or network unreachable, TTL
+    /// exceeded), or anyone, the server's host included, answered "administratively
+    /// prohibited" (a firewall's `reject`).
     PathRefused {
         /// The server.
         peer: SocketAddr,
@@ -261,14 +262,43 @@ impl fmt::Display for Error {
                 "no server is listening on {peer} (it answered \"port unreachable\"); start one \
                  (cargo run -p server) or check --server"
             ),
-            Error::PathRefused { peer, error } => write!(
-                f,
-                "the datagram to {peer} was refused by {}, a host on the way (a firewall or \
-                 router), not the server: {error}; ask whoever runs that host to let UDP to \
-                 port {} through, or try another path (--source, --interface)",
-                error.who(),
-                peer.port()
-            ),
+            Error::PathRefused { peer, error } => {
+                let who = error.who();
+                let own = error
+                    .offender
+                    .is_some_and(|ip| ip.to_canonical() == peer.ip().to_canonical());
+                match error.meaning() {
+                    Meaning::TimeExceeded => write!(
+                        f,
+                        "the datagram to {peer} ran out of hops at {who}, a router on the way: \
+                         {error}; raise --ttl (--hop-limit) or drop it, or look for a routing \
+                         loop (`tracepath {}`)",
+                        peer.ip()
+                    ),
+                    Meaning::Unreachable => write!(
+                        f,
+                        "the datagram to {peer} cannot be delivered: {who} says {error}; check \
+                         the address and the routes (`ip route get {}`), or try another path \
+                         (--source, --interface)",
+                        peer.ip()
+                    ),
+                    _ if own => write!(
+                        f,
+                        "the datagram to {peer} was refused by the server's host itself, {who}, \
+                         not by udptalk: {error} (its firewall); ask whoever runs it to let UDP \
+                         to port {} through",
+                        peer.port()
+                    ),
+                    _ => write!(
+                        f,
+                        "the datagram to {peer} was refused by {who}, a host on the way (a \
+                         firewall or router), not the server: {error}; ask whoever runs that \
+                         host to let UDP to port {} through, or try another path (--source, \
+                         --interface)",
+                        peer.port()
+                    ),
+                }
+            }
             Error::TooBigForPath {
                 peer,
                 len,
@@ -420,6 +450,50 @@ mod tests {
             .map(thousands)
             .collect();
         assert_eq!(shown, ["0", "999", "1,000", "65,507", "1,234,567"]);
+    }
+
+    #[test]
+    fn a_refusal_on_the_way_names_who_refused_and_what_to_try() {
+        use crate::icmp::Origin;
+        let peer = SocketAddr::from(([198, 51, 100, 2], 7000));
+        let refusal = |offender: [u8; 4], icmp_type, code| Error::PathRefused {
+            peer,
+            error: PathError {
+                offender: Some(std::net::IpAddr::from(offender)),
+                origin: Origin::Icmp,
+                icmp_type,
+                code,
+                info: 0,
+            },
+        };
+        let firewall = refusal([192, 0, 2, 1], 3, 3).to_string();
+        assert!(
+            firewall.contains("refused by 192.0.2.1, a host on the way (a firewall or router), not the server: ICMP port unreachable"),
+            "{firewall}"
+        );
+        let own = refusal([198, 51, 100, 2], 3, 13).to_string();
+        assert!(
+            own.contains("the server's host itself, 198.51.100.2"),
+            "{own}"
+        );
+        let hops = refusal([192, 0, 2, 1], 11, 0).to_string();
+        assert!(
+            hops.contains("at 192.0.2.1") && hops.contains("--ttl"),
+            "{hops}"
+        );
+        let too_big = Error::TooBigForPath {
+            peer,
+            len: 1400,
+            mtu: 1280,
+            max: 1252,
+            error: None,
+        }
+        .to_string();
+        assert!(
+            too_big.contains("does not fit the path MTU 1280")
+                && too_big.contains("keep messages ≤ 1,252 bytes or drop --dont-fragment"),
+            "{too_big}"
+        );
     }
 
     #[test]
