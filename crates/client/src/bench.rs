@@ -128,6 +128,7 @@ pub fn bench(config: &BenchConfig, stop: &Stop) -> Result<BenchResult, Error> {
         highest_access: None,
         jitter: Jitter::default(),
         dont_fragment: config.options.dont_fragment,
+        warned_mtu: false,
     };
     let progress = progress_bar(config);
     let mut warmup = Tally::default();
@@ -227,6 +228,8 @@ struct Engine {
     jitter: Jitter,
     /// `--dont-fragment`: a request over the path MTU is refused, not lost.
     dont_fragment: bool,
+    /// Whether a request over the path MTU was reported.
+    warned_mtu: bool,
 }
 
 impl Engine {
@@ -377,10 +380,34 @@ impl Engine {
     /// Takes the replies that arrive within `wait` (at least one, if any comes); returns when
     /// they were taken, if any came.
     fn receive(&mut self, wait: Duration) -> Result<Option<Instant>, Error> {
-        let n = self.socket.recv_batch(&mut self.batch, wait).map_err(|e| {
-            let len = self.send_bufs.first().map_or(0, Vec::len);
-            socket_error(&mut self.socket, e, "receiving", len, self.dont_fragment)
-        })?;
+        let n = match self.socket.recv_batch(&mut self.batch, wait) {
+            Ok(n) => n,
+            Err(e) => {
+                let len = self.send_bufs.first().map_or(0, Vec::len);
+                let peer = self.socket.peer();
+                return match path_failure(&mut self.socket, e, "receiving", len, self.dont_fragment)
+                {
+                    // Without --dont-fragment the request was lost, and the next ones are
+                    // fragmented by this host: counted lost, said once.
+                    PathFailure::TooBig { mtu, error } => {
+                        if !self.warned_mtu {
+                            self.warned_mtu = true;
+                            log::warn!(
+                                "requests of {len} bytes to {peer} are over the path MTU \
+                                 {mtu}{}: one was lost, the next ones are fragmented by this \
+                                 host (a lost fragment loses the request); a --size of at most \
+                                 {} fits",
+                                error.map_or(String::new(), |e| e.said_by()),
+                                max_payload_for(peer, mtu)
+                            );
+                        }
+                        Ok(None)
+                    }
+                    PathFailure::Refused => Err(Error::Refused { peer }),
+                    PathFailure::Error(error) => Err(error),
+                };
+            }
+        };
         if n == 0 {
             return Ok(None);
         }
