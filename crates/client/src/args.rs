@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::options::{self, SocketOptions};
 use crate::probes::{Payload, min_size};
-use crate::{BenchConfig, Capture, Error, PingConfig};
+use crate::{BenchConfig, Capture, Error, PingConfig, sys};
 
 /// The longest `--timeout` or `--deadline` accepted: a year. Longer ones are refused at once,
 /// rather than overflow the clock when added to the present (`Instant + Duration` panics).
@@ -47,13 +48,20 @@ pub const VERSION: &str = concat!(
 /// stop the run: the message in flight counts as interrupted, the summary is printed, and the
 /// exit code is 128 + the signal's number.
 ///
-/// Exit codes (the most serious outcome seen: 4, then 3, 6, 5):
+/// To a multicast group, or a broadcast address with --broadcast, the socket is not connected:
+/// each message is sent once and every reply from any address within --timeout is printed,
+/// `Reply from ADDR: TEXT` (exit 0 if any came, 3 if none).
+///
+/// Exit codes (the most serious outcome seen: 4 and 7, then 3, 6, 5):
 ///   0  every message was answered
 ///   5  a reply was longer than --buffer and was cut (and reported)
 ///   6  the server answered with an error envelope
 ///   3  a message got no reply after every attempt, or --deadline passed
-///   4  no server is listening (the run ends at once)
-///   2  bad usage, or a message over the UDP payload limit (what was sent is said)
+///   4  no server is listening: the server's host answered "port unreachable" (the run ends)
+///   7  a host on the way (a firewall or router) refused the datagram with an ICMP error, named
+///      with its address (the run ends)
+///   2  bad usage, a message over the UDP payload limit (what was sent is said), or over the
+///      path MTU with --dont-fragment
 ///   1  anything else (e.g. --encoding json and the reply is not an envelope)
 ///   130, 143, 129  stopped by SIGINT (Ctrl-C), SIGTERM or SIGHUP, after the summary
 ///
@@ -125,6 +133,43 @@ pub struct Args {
     /// tutorial's figure, from the real run
     #[arg(long, global = true)]
     pub trace: bool,
+
+    /// Send from this local address (and port), bound before connecting, like `nc -s`/`-p`
+    /// or `iperf3 -B`: 192.0.2.1, 192.0.2.1:4000, [2001:db8::1]:4000
+    #[arg(long, value_name = "ADDR[:PORT]", global = true)]
+    pub source: Option<String>,
+
+    /// Send and receive through this interface only (SO_BINDTODEVICE, like `ping -I`); needs
+    /// CAP_NET_RAW on older kernels. `ip link` lists the interfaces
+    #[arg(long, value_name = "IFNAME", global = true)]
+    pub interface: Option<String>,
+
+    /// The TTL (IPv4) or hop limit (IPv6) of datagrams to a unicast address, 1-255
+    #[arg(long, visible_alias = "hop-limit", value_name = "N", global = true,
+          value_parser = clap::value_parser!(u8).range(1..))]
+    pub ttl: Option<u8>,
+
+    /// The TOS byte (IPv4) or traffic class (IPv6), 0-255: DSCP << 2 | ECN, e.g. 184 for EF
+    #[arg(long, value_name = "N", global = true)]
+    pub tos: Option<u8>,
+
+    /// Never fragment (IP_PMTUDISC_DO, IPV6_DONTFRAG, like `ping -M do`): a datagram over the
+    /// path MTU is refused with the MTU learned, exit 2
+    #[arg(long, global = true)]
+    pub dont_fragment: bool,
+
+    /// Allow sending to a broadcast address (SO_BROADCAST); replies are collected from any
+    /// address for --timeout, one line each: `Reply from ADDR: TEXT`
+    #[arg(long, global = true)]
+    pub broadcast: bool,
+
+    /// The TTL or hop limit of datagrams to a multicast group (default 1: this link only)
+    #[arg(long, value_name = "N", global = true)]
+    pub multicast_ttl: Option<u8>,
+
+    /// The interface datagrams to a multicast group leave by (default: the route's)
+    #[arg(long, value_name = "IFNAME", global = true)]
+    pub multicast_if: Option<String>,
 
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
     #[arg(long, short, action = clap::ArgAction::Count, global = true)]
@@ -251,6 +296,8 @@ pub struct Config {
     pub capture: Capture,
     /// Print each socket system call on stderr (`--trace`).
     pub trace: bool,
+    /// `--source`, `--interface`, `--ttl`, `--tos`, `--dont-fragment`, `--broadcast`, ...
+    pub options: SocketOptions,
 }
 
 impl Config {
@@ -266,12 +313,35 @@ impl Config {
             output: Output::Human,
             capture: Capture::default(),
             trace: false,
+            options: SocketOptions::default(),
         }
     }
 
     /// Resolves `args.server` (an IP address and port, or a host name and port).
     pub fn from_args(args: &Args) -> Result<Config, Error> {
-        let servers = resolve_server(&args.server)?;
+        let mut servers = resolve_server(&args.server)?;
+        let options = SocketOptions::from_args(args)?;
+        if let Some(source) = options.source {
+            // A name with addresses of both families (localhost): the source's family only.
+            let family = servers.clone();
+            servers.retain(|addr| addr.is_ipv4() == source.is_ipv4());
+            if servers.is_empty() {
+                return Err(Error::Usage {
+                    reason: format!(
+                        "--source {source} is an {} address and --server {} has none of that \
+                         family ({}); give a source of the server's family",
+                        options::family_name(source.ip()),
+                        args.server,
+                        family
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+        }
+        check_broadcast(&servers, &options)?;
         let retries = args.retries.unwrap_or(match args.encoding {
             Encoding::Json => 2,
             Encoding::Plain => 0,
@@ -292,7 +362,58 @@ impl Config {
             output: args.output,
             capture: Capture::from_args(args),
             trace: args.trace,
+            options,
         })
+    }
+}
+
+impl SocketOptions {
+    /// The socket options of `args`, `--source` read (an interface name in a scope resolved).
+    pub fn from_args(args: &Args) -> Result<SocketOptions, Error> {
+        let source = args
+            .source
+            .as_deref()
+            .map(|text| {
+                options::parse_source(text, sys::interface_index).map_err(|reason| Error::Usage {
+                    reason: format!("cannot use --source {text}: {reason}"),
+                })
+            })
+            .transpose()?;
+        Ok(SocketOptions {
+            source,
+            interface: args.interface.clone(),
+            ttl: args.ttl,
+            tos: args.tos,
+            dont_fragment: args.dont_fragment,
+            broadcast: args.broadcast,
+            multicast_ttl: args.multicast_ttl,
+            multicast_if: args.multicast_if.clone(),
+        })
+    }
+}
+
+/// `ping` and `bench` measure one server over a connected socket: a group or broadcast
+/// address, whose answers come from other addresses, is refused.
+fn check_one_host(server: SocketAddr, options: &SocketOptions, what: &str) -> Result<(), Error> {
+    if options.collects(server) {
+        return Err(Error::Usage {
+            reason: format!(
+                "{what} measures one server, and {} is a group or broadcast address (answers \
+                 would come from other addresses); give the server's own address, or talk to \
+                 the group without `{what}`",
+                server.ip()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses the limited broadcast address without `--broadcast`, before anything is sent (a
+/// subnet's broadcast address is refused by the kernel when connecting, with the same words).
+fn check_broadcast(servers: &[SocketAddr], options: &SocketOptions) -> Result<(), Error> {
+    match servers.iter().find(|addr| options::is_broadcast(addr.ip())) {
+        Some(peer) if !options.broadcast => Err(Error::BroadcastRefused { peer: *peer }),
+        _ => Ok(()),
     }
 }
 
@@ -300,6 +421,9 @@ impl PingConfig {
     /// `ping`'s configuration from the shared flags and its own.
     pub fn from_args(args: &Args, ping: &PingArgs) -> Result<PingConfig, Error> {
         let server = first_server(&args.server)?;
+        let options = SocketOptions::from_args(args)?;
+        check_broadcast(&[server], &options)?;
+        check_one_host(server, &options, "ping")?;
         let size = ping.size.unwrap_or(min_size(args.encoding));
         check_size(size, args.encoding, server)?;
         Ok(PingConfig {
@@ -312,6 +436,7 @@ impl PingConfig {
             output: args.output,
             capture: Capture::from_args(args),
             trace: args.trace,
+            options,
         })
     }
 }
@@ -320,6 +445,9 @@ impl BenchConfig {
     /// `bench`'s configuration from the shared flags and its own.
     pub fn from_args(args: &Args, bench: &BenchArgs) -> Result<BenchConfig, Error> {
         let server = first_server(&args.server)?;
+        let options = SocketOptions::from_args(args)?;
+        check_broadcast(&[server], &options)?;
+        check_one_host(server, &options, "bench")?;
         let payload = match (&bench.payload_hex, bench.size) {
             (Some(_), Some(_)) => {
                 return Err(Error::Usage {
@@ -366,6 +494,7 @@ impl BenchConfig {
             warmup: bench.warmup,
             capture: Capture::from_args(args),
             trace: args.trace,
+            options,
         })
     }
 }
@@ -424,9 +553,32 @@ pub fn resolve_server(server: &str) -> Result<Vec<SocketAddr>, Error> {
         given: server.to_owned(),
         reason,
     };
+    if let Some(scoped) = options::split_scoped(server, false) {
+        let addr = scoped
+            .and_then(|(addr, scope, port)| {
+                options::scoped(addr, &scope, port, sys::interface_index)
+            })
+            .map_err(bad)?;
+        return check_servers(server, vec![addr]);
+    }
     let servers: Vec<SocketAddr> = match server.parse::<SocketAddr>() {
         Ok(addr) => vec![addr],
         Err(_) => {
+            if let Ok(ip) = server.trim().parse::<std::net::IpAddr>() {
+                let example = match ip {
+                    std::net::IpAddr::V4(_) => format!("{ip}:50000"),
+                    std::net::IpAddr::V6(_) => format!("[{ip}]:50000"),
+                };
+                let brackets = if ip.is_ipv6() {
+                    "; an IPv6 address goes in brackets before its port"
+                } else {
+                    ""
+                };
+                return Err(bad(format!(
+                    "it has no port{brackets}: write {}, e.g. {example}",
+                    example.replace("50000", "PORT")
+                )));
+            }
             if !server.contains(':') {
                 return Err(bad("it has no port".to_owned()));
             }
@@ -436,8 +588,28 @@ pub fn resolve_server(server: &str) -> Result<Vec<SocketAddr>, Error> {
                 .collect()
         }
     };
+    check_servers(server, servers)
+}
+
+/// Refuses addresses no datagram can go to, and link-local ones without their interface.
+fn check_servers(server: &str, servers: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, Error> {
+    let bad = |reason: String| Error::BadServer {
+        given: server.to_owned(),
+        reason,
+    };
     if servers.is_empty() {
         return Err(bad("the name has no address".to_owned()));
+    }
+    if let Some(SocketAddr::V6(unscoped)) = servers.iter().find(|addr| {
+        matches!(addr, SocketAddr::V6(v6) if v6.scope_id() == 0 && options::needs_scope(*v6.ip()))
+    }) {
+        return Err(bad(format!(
+            "{} is a link-local address, which means nothing without its interface: write \
+             [{}%IFNAME]:{} (e.g. %eth0; `ip link` lists the interfaces)",
+            unscoped.ip(),
+            unscoped.ip(),
+            unscoped.port()
+        )));
     }
     if let Some(unspecified) = servers.iter().find(|addr| addr.ip().is_unspecified()) {
         return Err(bad(format!(

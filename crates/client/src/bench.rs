@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use proto::probe::{SINK_REPORT_QUERY, SinkReport};
 
+use crate::client::{PathFailure, max_payload_for, path_failure};
 use crate::probes::{self, Payload, Requests};
 use crate::sys::{Batch, Socket};
 use crate::{Capture, Encoding, Error, Interruption, Reply, SLICE, Stop, Tally, Window};
@@ -57,6 +58,8 @@ pub struct BenchConfig {
     pub capture: Capture,
     /// Print each socket system call on stderr (`--trace`).
     pub trace: bool,
+    /// `--source`, `--interface`, `--ttl`, `--tos`, `--dont-fragment`, ...
+    pub options: crate::SocketOptions,
 }
 
 /// What a bench measured.
@@ -104,7 +107,7 @@ impl BenchResult {
 /// Runs the bench of `config` until its duration or count is done, or `stop` says to stop.
 pub fn bench(config: &BenchConfig, stop: &Stop) -> Result<BenchResult, Error> {
     let requests = Requests::new(config.encoding, config.payload.clone());
-    let mut socket = Socket::connect(config.server, config.trace)?;
+    let mut socket = Socket::connect(config.server, &config.options, config.trace)?;
     socket.set_tap(config.capture.start()?);
     let batch_size = match config.rate {
         Some(_) => MAX_BATCH,
@@ -124,6 +127,8 @@ pub fn bench(config: &BenchConfig, stop: &Stop) -> Result<BenchResult, Error> {
         window: Window::new(1, config.timeout, 1, probes::random_first_id()),
         highest_access: None,
         jitter: Jitter::default(),
+        dont_fragment: config.options.dont_fragment,
+        warned_mtu: false,
     };
     let progress = progress_bar(config);
     let mut warmup = Tally::default();
@@ -221,6 +226,10 @@ struct Engine {
     window: Window,
     highest_access: Option<u64>,
     jitter: Jitter,
+    /// `--dont-fragment`: a request over the path MTU is refused, not lost.
+    dont_fragment: bool,
+    /// Whether a request over the path MTU was reported.
+    warned_mtu: bool,
 }
 
 impl Engine {
@@ -358,7 +367,10 @@ impl Engine {
         let sent = self
             .socket
             .send_batch(&mut self.batch, &self.send_bufs[..n])
-            .map_err(|e| socket_error(e, "sending", self.socket.peer()))?;
+            .map_err(|e| {
+                let len = self.send_bufs.first().map_or(0, Vec::len);
+                socket_error(&mut self.socket, e, "sending", len, self.dont_fragment)
+            })?;
         for _ in 0..sent {
             self.window.send(sent_at);
         }
@@ -368,10 +380,34 @@ impl Engine {
     /// Takes the replies that arrive within `wait` (at least one, if any comes); returns when
     /// they were taken, if any came.
     fn receive(&mut self, wait: Duration) -> Result<Option<Instant>, Error> {
-        let n = self
-            .socket
-            .recv_batch(&mut self.batch, wait)
-            .map_err(|e| socket_error(e, "receiving", self.socket.peer()))?;
+        let n = match self.socket.recv_batch(&mut self.batch, wait) {
+            Ok(n) => n,
+            Err(e) => {
+                let len = self.send_bufs.first().map_or(0, Vec::len);
+                let peer = self.socket.peer();
+                return match path_failure(&mut self.socket, e, "receiving", len, self.dont_fragment)
+                {
+                    // Without --dont-fragment the request was lost, and the next ones are
+                    // fragmented by this host: counted lost, said once.
+                    PathFailure::TooBig { mtu, error } => {
+                        if !self.warned_mtu {
+                            self.warned_mtu = true;
+                            log::warn!(
+                                "requests of {len} bytes to {peer} are over the path MTU \
+                                 {mtu}{}: one was lost, the next ones are fragmented by this \
+                                 host (a lost fragment loses the request); a --size of at most \
+                                 {} fits",
+                                error.map_or(String::new(), |e| e.said_by()),
+                                max_payload_for(peer, mtu)
+                            );
+                        }
+                        Ok(None)
+                    }
+                    PathFailure::Refused => Err(Error::Refused { peer }),
+                    PathFailure::Error(error) => Err(error),
+                };
+            }
+        };
         if n == 0 {
             return Ok(None);
         }
@@ -393,10 +429,19 @@ impl Engine {
 
     /// Asks a sink for its report on us, waiting at most `timeout`.
     fn ask_sink(&mut self, timeout: Duration, stop: &Stop) -> Result<Option<SinkReport>, Error> {
-        let peer = self.socket.peer();
+        let len = SINK_REPORT_QUERY.len();
+        let dont_fragment = self.dont_fragment;
         match self.socket.send(SINK_REPORT_QUERY) {
             Ok(()) => {}
-            Err(e) => return Err(socket_error(e, "asking for the sink's report", peer)),
+            Err(e) => {
+                return Err(socket_error(
+                    &mut self.socket,
+                    e,
+                    "asking for the sink's report",
+                    len,
+                    dont_fragment,
+                ));
+            }
         }
         let until = Instant::now().checked_add(timeout);
         loop {
@@ -405,10 +450,15 @@ impl Engine {
                 Ok(wait) => wait,
                 Err(_) => return Ok(None),
             };
-            let n = self
-                .socket
-                .recv_batch(&mut self.batch, wait)
-                .map_err(|e| socket_error(e, "receiving the sink's report", peer))?;
+            let n = self.socket.recv_batch(&mut self.batch, wait).map_err(|e| {
+                socket_error(
+                    &mut self.socket,
+                    e,
+                    "receiving the sink's report",
+                    len,
+                    dont_fragment,
+                )
+            })?;
             for i in 0..n {
                 if let Some(report) = self.batch.get(i).and_then(|(d, _)| SinkReport::decode(d)) {
                     return Ok(Some(report));
@@ -426,11 +476,26 @@ fn jitter(config: &BenchConfig) -> Duration {
     }
 }
 
-fn socket_error(e: std::io::Error, doing: &'static str, peer: SocketAddr) -> Error {
-    if crate::sys::refused(&e) {
-        Error::Refused { peer }
-    } else {
-        Error::Socket { doing, source: e }
+/// The error that ends the run after `e` (from `doing`, datagrams of `len` bytes): the server
+/// refused, a host on the way refused, or the requests are over the path MTU.
+fn socket_error(
+    socket: &mut Socket,
+    e: std::io::Error,
+    doing: &'static str,
+    len: usize,
+    dont_fragment: bool,
+) -> Error {
+    let peer = socket.peer();
+    match path_failure(socket, e, doing, len, dont_fragment) {
+        PathFailure::Refused => Error::Refused { peer },
+        PathFailure::TooBig { mtu, .. } => Error::Usage {
+            reason: format!(
+                "the requests of {len} bytes to {peer} are over the path MTU {mtu}, and are \
+                 lost or fragmented on the way: give a --size of at most {}",
+                max_payload_for(peer, mtu)
+            ),
+        },
+        PathFailure::Error(error) => error,
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use proto::{Datagram, Envelope, ErrorCode, Id, RECV_BUFFER, RETRY_WINDOW};
 
+use crate::icmp::{Meaning, PathError};
 use crate::sys::{self, Socket};
 use crate::{Backoff, Config, Encoding, Error, Interruption, Key, Reply, Stop, Which, Window};
 
@@ -60,15 +61,17 @@ impl fmt::Display for NoReply {
             write!(
                 f,
                 "no reply from {peer} to {attempts} attempts over {after}: the server is not \
-                 answering or the path loses datagrams; check that it runs, or raise --timeout \
-                 or --retries"
+                 answering or the path loses datagrams (a firewall that drops them, or a refusal \
+                 the kernel's ICMP rate limit held back, looks the same); check that it runs, or \
+                 raise --timeout or --retries"
             )
         } else {
             write!(
                 f,
                 "no reply from {peer} within {after}: the request or its answer was lost, or \
-                 the server is not answering; check that it runs, or raise --timeout (or \
-                 --retries, which plain text risks counting twice)"
+                 the server is not answering (a firewall that drops datagrams, or a refusal the \
+                 kernel's ICMP rate limit held back, looks the same); check that it runs, or \
+                 raise --timeout (or --retries, which plain text risks counting twice)"
             )
         }
     }
@@ -136,7 +139,7 @@ impl Client {
             reason: "no address".to_owned(),
         })?;
         let first_id = rand::random_range(1..=proto::MAX_ID);
-        let mut socket = Socket::connect(first, config.trace)?;
+        let mut socket = Socket::connect(first, &config.options, config.trace)?;
         socket.set_tap(config.capture.start()?);
         Ok(Client {
             socket,
@@ -259,6 +262,8 @@ impl Client {
         if self.config.encoding == Encoding::Plain {
             self.discard_late_replies(&mut refusals)?;
         }
+        // Whether the datagram was already resent once because it was over the path MTU.
+        let mut resent_for_mtu = false;
         let mut exchange = Exchange {
             outcome: Outcome::NoReply(NoReply {
                 peer: self.peer(),
@@ -292,7 +297,13 @@ impl Client {
             let peer = self.peer();
             let sent_at = Instant::now();
             if let Err(e) = self.socket.send(datagram) {
-                self.refusal_or_error(e, "sending", &mut refusals)?;
+                self.refusal_or_error(
+                    e,
+                    "sending",
+                    &mut refusals,
+                    datagram.len(),
+                    &mut resent_for_mtu,
+                )?;
                 continue;
             }
             exchange.attempts += 1;
@@ -349,9 +360,19 @@ impl Client {
                     return Ok(exchange);
                 }
                 Ok(None) => {}
-                Err(Failure::Refused(e)) => {
-                    self.refusal_or_error(e, "receiving", &mut refusals)?;
-                    exchange.attempts -= 1;
+                Err(Failure::Io(e)) => {
+                    let lost = self.refusal_or_error(
+                        e,
+                        "receiving",
+                        &mut refusals,
+                        datagram.len(),
+                        &mut resent_for_mtu,
+                    )?;
+                    // A refused datagram is not counted; one lost on the way (over the path
+                    // MTU) was sent, and is resent at once.
+                    if !lost {
+                        exchange.attempts -= 1;
+                    }
                     continue;
                 }
                 Err(Failure::Other(e)) => return Err(e),
@@ -370,19 +391,56 @@ impl Client {
         Ok(exchange)
     }
 
-    /// After a send or receive failed with `e`: when it is a refusal, moves to the server's next
-    /// address, failing with [`Error::Refused`] when every address refused; otherwise fails
-    /// with the socket error.
+    /// After a send or receive failed with `e`, reads who said so from the error queue:
+    /// - the server's own "port unreachable" (nothing listens): moves to the server's next
+    ///   address, failing with [`Error::Refused`] when every address refused;
+    /// - a refusal by a host on the way: fails with [`Error::PathRefused`];
+    /// - over the path MTU: with `--dont-fragment` fails with [`Error::TooBigForPath`]; without,
+    ///   warns and returns `Ok(true)` once (the datagram was lost: the caller resends it, and the
+    ///   kernel fragments it now that it knows the path MTU);
+    /// - anything else: fails with the socket error.
+    ///
+    /// `Ok(false)`: the datagram was refused, not lost.
     fn refusal_or_error(
         &mut self,
         e: std::io::Error,
         doing: &'static str,
         refusals: &mut usize,
-    ) -> Result<(), Error> {
-        if !sys::refused(&e) {
-            return Err(Error::Socket { doing, source: e });
+        len: usize,
+        resent_for_mtu: &mut bool,
+    ) -> Result<bool, Error> {
+        let peer = self.peer();
+        match path_failure(
+            &mut self.socket,
+            e,
+            doing,
+            len,
+            self.config.options.dont_fragment,
+        ) {
+            PathFailure::Refused => {}
+            PathFailure::TooBig { mtu, error } if !*resent_for_mtu => {
+                *resent_for_mtu = true;
+                let said = error.map_or(String::new(), |error| error.said_by());
+                log::warn!(
+                    "a datagram of {} bytes to {peer} was lost: it is over the path MTU {mtu}{said}; \
+                     resending it at once, fragmented by this host (losing any fragment loses \
+                     it all): keep messages ≤ {} bytes, or add --dont-fragment to be told instead",
+                    crate::error::thousands(len),
+                    crate::error::thousands(max_payload_for(peer, mtu))
+                );
+                return Ok(true);
+            }
+            PathFailure::TooBig { .. } => {
+                return Err(Error::Socket {
+                    doing,
+                    source: std::io::Error::other(
+                        "the datagram was still over the path MTU when resent",
+                    ),
+                });
+            }
+            PathFailure::Error(error) => return Err(error),
         }
-        let refused = Error::Refused { peer: self.peer() };
+        let refused = Error::Refused { peer };
         *refusals += 1;
         if *refusals >= self.config.servers.len() {
             return Err(refused);
@@ -390,9 +448,9 @@ impl Client {
         log::info!("{refused}; trying the server's next address");
         self.current = (self.current + 1) % self.config.servers.len();
         let tap = self.socket.take_tap();
-        self.socket = Socket::connect(self.peer(), self.config.trace)?;
+        self.socket = Socket::connect(self.peer(), &self.config.options, self.config.trace)?;
         self.socket.set_tap(tap);
-        Ok(())
+        Ok(false)
     }
 
     /// Waits until `until` (`None`: until interrupted) for the answer to `id`; `None` when none
@@ -416,13 +474,7 @@ impl Client {
                     None => *dropped += 1,
                 },
                 Ok(None) => {}
-                Err(e) if sys::refused(&e) => return Err(Failure::Refused(e)),
-                Err(source) => {
-                    return Err(Failure::Other(Error::Socket {
-                        doing: "receiving",
-                        source,
-                    }));
-                }
+                Err(e) => return Err(Failure::Io(e)),
             }
         }
     }
@@ -496,15 +548,36 @@ impl Client {
                 );
                 Ok(())
             }
-            Err(e) => self.refusal_or_error(e, "discarding late replies", refusals),
+            Err(e) => {
+                let mut resent = true;
+                self.refusal_or_error(e, "discarding late replies", refusals, 0, &mut resent)
+                    .map(drop)
+            }
         }
     }
 
-    /// Warns once that datagrams this long may be fragmented on the way (RFC 8085 §3.2): one
-    /// lost fragment loses the whole datagram.
+    /// Warns once that datagrams this long are fragmented by this host (over the path MTU the
+    /// kernel knows), or may be on the way (RFC 8085 §3.2): one lost fragment loses the whole
+    /// datagram. Not with `--dont-fragment`: such a datagram is refused, never fragmented.
     fn warn_if_fragmenting(&mut self, len: usize) {
         let peer = self.peer();
-        if !self.warned_fragmentation && proto::may_fragment(peer.ip(), len) {
+        if self.warned_fragmentation || self.config.options.dont_fragment {
+            return;
+        }
+        if let Some(mtu) = self.socket.path_mtu()
+            && len > max_payload_for(peer, mtu)
+        {
+            self.warned_fragmentation = true;
+            log::warn!(
+                "a datagram of {} bytes to {peer} is over the path MTU {mtu} this host knows, \
+                 and is sent in fragments; losing any fragment loses it all: keep messages ≤ {} \
+                 bytes if you can",
+                crate::error::thousands(len),
+                crate::error::thousands(max_payload_for(peer, mtu))
+            );
+            return;
+        }
+        if proto::may_fragment(peer.ip(), len) {
             self.warned_fragmentation = true;
             log::warn!(
                 "a datagram of {len} bytes to {peer} may be fragmented on the way (over {} \
@@ -519,11 +592,78 @@ impl Client {
     }
 }
 
-/// Why a wait for an answer failed: a refusal moves on to the next address, anything else ends
-/// the run.
+/// Why a wait for an answer failed: a socket error (a refusal moves on to the next address),
+/// or an answer that ends the run.
 enum Failure {
-    Refused(std::io::Error),
+    Io(std::io::Error),
     Other(Error),
+}
+
+/// What a failed send or receive on a connected socket means, read from its error queue.
+pub(crate) enum PathFailure {
+    /// The server's host said nothing listens on the port (exit 4).
+    Refused,
+    /// The datagram is over the path MTU `mtu` (without `--dont-fragment`: it was lost).
+    TooBig {
+        /// The path MTU learned.
+        mtu: u32,
+        /// Who said it, when the queue told.
+        error: Option<PathError>,
+    },
+    /// Anything else ends the run: a host on the way refused (exit 7), `--dont-fragment` and a
+    /// datagram over the path MTU (exit 2), or a socket error.
+    Error(Error),
+}
+
+/// Reads the error queue of `socket` after `e` (from `doing`), for a datagram of `len` bytes.
+pub(crate) fn path_failure(
+    socket: &mut Socket,
+    e: std::io::Error,
+    doing: &'static str,
+    len: usize,
+    dont_fragment: bool,
+) -> PathFailure {
+    let peer = socket.peer();
+    let path = socket.path_error();
+    let too_big = |mtu: u32, error: Option<PathError>| {
+        if dont_fragment {
+            PathFailure::Error(Error::TooBigForPath {
+                peer,
+                len,
+                mtu,
+                max: max_payload_for(peer, mtu),
+                error,
+            })
+        } else {
+            PathFailure::TooBig { mtu, error }
+        }
+    };
+    match path {
+        Some(error) if error.is_from_server(peer) => PathFailure::Refused,
+        Some(error) => match error.meaning() {
+            Meaning::TooBig(mtu) => too_big(mtu, Some(error)),
+            Meaning::PortUnreachable
+            | Meaning::AdminProhibited
+            | Meaning::Unreachable
+            | Meaning::TimeExceeded => PathFailure::Error(Error::PathRefused { peer, error }),
+            Meaning::Other => PathFailure::Error(Error::Socket { doing, source: e }),
+        },
+        None if sys::refused(&e) => PathFailure::Refused,
+        None if sys::too_big(&e) => match socket.path_mtu() {
+            Some(mtu) => too_big(mtu, None),
+            None => PathFailure::Error(Error::Socket { doing, source: e }),
+        },
+        None => PathFailure::Error(Error::Socket { doing, source: e }),
+    }
+}
+
+/// The longest UDP payload in a packet of `mtu` bytes to `peer` (IPv4: 20-byte header, IPv6:
+/// 40, and UDP's 8).
+pub(crate) fn max_payload_for(peer: SocketAddr, mtu: u32) -> usize {
+    let headers = if peer.is_ipv4() { 28 } else { 48 };
+    usize::try_from(mtu)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(headers)
 }
 
 /// A JSON request with `id` carrying `body`.

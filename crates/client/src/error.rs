@@ -10,6 +10,7 @@ use proto::DecodeError;
 use proto::text::Printable;
 
 use crate::Encoding;
+use crate::icmp::{Meaning, PathError};
 
 /// What ends a run early.
 #[derive(Debug)]
@@ -58,6 +59,57 @@ pub enum Error {
     Refused {
         /// The (last) address tried.
         peer: SocketAddr,
+    },
+    /// Occurs when a host on the way to the server (a firewall or router), not the server,
+    /// refused the datagram with an ICMP error (port, host or network unreachable, TTL
+    /// exceeded), or anyone, the server's host included, answered "administratively
+    /// prohibited" (a firewall's `reject`).
+    PathRefused {
+        /// The server.
+        peer: SocketAddr,
+        /// The ICMP error, with who sent it.
+        error: PathError,
+    },
+    /// Occurs with `--dont-fragment` when a datagram is over the path MTU.
+    TooBigForPath {
+        /// The server.
+        peer: SocketAddr,
+        /// The datagram's length.
+        len: usize,
+        /// The path MTU the kernel learned.
+        mtu: u32,
+        /// The longest UDP payload that fits it.
+        max: usize,
+        /// The error, with who said it (`None`: only the kernel's cached MTU is known).
+        error: Option<PathError>,
+    },
+    /// Occurs when a broadcast address is given without `--broadcast`.
+    BroadcastRefused {
+        /// The address.
+        peer: SocketAddr,
+    },
+    /// Occurs when `--source` cannot be bound.
+    Source {
+        /// The address asked for.
+        source_addr: SocketAddr,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// Occurs when `--interface` or `--multicast-if` names no interface the socket can use.
+    Interface {
+        /// Which flag.
+        flag: &'static str,
+        /// The name given.
+        name: String,
+        /// What the system said; `None` when there is no such interface.
+        source: Option<io::Error>,
+    },
+    /// Occurs when a socket option asked for cannot be set.
+    Option {
+        /// Which flag.
+        flag: &'static str,
+        /// What the system said.
+        source: io::Error,
     },
     /// Occurs when a JSON-mode client gets a reply that is no envelope at all (not a JSON object
     /// with a `v` member): the server speaks plain text.
@@ -210,6 +262,122 @@ impl fmt::Display for Error {
                 "no server is listening on {peer} (it answered \"port unreachable\"); start one \
                  (cargo run -p server) or check --server"
             ),
+            Error::PathRefused { peer, error } => {
+                let who = error.who();
+                let own = error
+                    .offender
+                    .is_some_and(|ip| ip.to_canonical() == peer.ip().to_canonical());
+                match error.meaning() {
+                    Meaning::TimeExceeded => write!(
+                        f,
+                        "the datagram to {peer} ran out of hops at {who}, a router on the way: \
+                         {error}; raise --ttl (--hop-limit) or drop it, or look for a routing \
+                         loop (`tracepath {}`)",
+                        peer.ip()
+                    ),
+                    Meaning::Unreachable => write!(
+                        f,
+                        "the datagram to {peer} cannot be delivered: {who} says {error}; check \
+                         the address and the routes (`ip route get {}`), or try another path \
+                         (--source, --interface)",
+                        peer.ip()
+                    ),
+                    _ if own => write!(
+                        f,
+                        "the datagram to {peer} was refused by the server's host itself, {who}, \
+                         not by udptalk: {error} (its firewall); ask whoever runs it to let UDP \
+                         to port {} through",
+                        peer.port()
+                    ),
+                    _ => write!(
+                        f,
+                        "the datagram to {peer} was refused by {who}, a host on the way (a \
+                         firewall or router), not the server: {error}; ask whoever runs that \
+                         host to let UDP to port {} through, or try another path (--source, \
+                         --interface)",
+                        peer.port()
+                    ),
+                }
+            }
+            Error::TooBigForPath {
+                peer,
+                len,
+                mtu,
+                max,
+                error,
+            } => {
+                write!(
+                    f,
+                    "a datagram of {} bytes to {peer} does not fit the path MTU {mtu}",
+                    thousands(*len)
+                )?;
+                if let Some(error) = error {
+                    write!(f, "{}", error.said_by())?;
+                }
+                write!(
+                    f,
+                    ", and --dont-fragment forbids fragmenting it; keep messages ≤ {} bytes or \
+                     drop --dont-fragment",
+                    thousands(*max)
+                )
+            }
+            Error::BroadcastRefused { peer } => write!(
+                f,
+                "{} is a broadcast address, and sending to it needs --broadcast (every host on \
+                 the link gets the datagram); nothing was sent: add --broadcast, or give the \
+                 server's own address",
+                peer.ip()
+            ),
+            Error::Source {
+                source_addr,
+                source,
+            } => {
+                write!(f, "cannot send from --source {source_addr}: {source}; ")?;
+                match source.kind() {
+                    io::ErrorKind::AddrNotAvailable => write!(
+                        f,
+                        "{} is not an address of this host: `ip addr` lists them",
+                        source_addr.ip()
+                    ),
+                    io::ErrorKind::AddrInUse => write!(
+                        f,
+                        "port {} is in use: give another port, or none (any)",
+                        source_addr.port()
+                    ),
+                    io::ErrorKind::PermissionDenied => write!(
+                        f,
+                        "ports below 1024 need root or CAP_NET_BIND_SERVICE: give a higher one"
+                    ),
+                    _ => write!(f, "check the address, or drop --source"),
+                }
+            }
+            Error::Interface { flag, name, source } => {
+                match source {
+                    Some(source) if source.kind() == io::ErrorKind::PermissionDenied => write!(
+                        f,
+                        "{flag} {name}: {source} (this kernel lets only root or CAP_NET_RAW bind \
+                         a socket to an interface)"
+                    )?,
+                    Some(source) => write!(f, "{flag} {name}: {source}")?,
+                    None => write!(
+                        f,
+                        "{flag} {name}: there is no interface named {name}{} on this host",
+                        if *flag == "--multicast-if" {
+                            " with an address of the server's family"
+                        } else {
+                            ""
+                        }
+                    )?,
+                }
+                write!(
+                    f,
+                    "; `ip link` lists the interfaces: give one of their names"
+                )
+            }
+            Error::Option { flag, source } => write!(
+                f,
+                "cannot set {flag} on the socket: {source}; drop {flag}, or check its value"
+            ),
             Error::NotEnvelope { peer, detail } => write!(
                 f,
                 "the reply from {peer} is not a JSON envelope ({}); the server speaks plain \
@@ -261,6 +429,8 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Socket { source, .. }
+            | Error::Source { source, .. }
+            | Error::Option { source, .. }
             | Error::Capture { source, .. }
             | Error::Stdin { source }
             | Error::Stdout { source } => Some(source),
@@ -280,6 +450,50 @@ mod tests {
             .map(thousands)
             .collect();
         assert_eq!(shown, ["0", "999", "1,000", "65,507", "1,234,567"]);
+    }
+
+    #[test]
+    fn a_refusal_on_the_way_names_who_refused_and_what_to_try() {
+        use crate::icmp::Origin;
+        let peer = SocketAddr::from(([198, 51, 100, 2], 7000));
+        let refusal = |offender: [u8; 4], icmp_type, code| Error::PathRefused {
+            peer,
+            error: PathError {
+                offender: Some(std::net::IpAddr::from(offender)),
+                origin: Origin::Icmp,
+                icmp_type,
+                code,
+                info: 0,
+            },
+        };
+        let firewall = refusal([192, 0, 2, 1], 3, 3).to_string();
+        assert!(
+            firewall.contains("refused by 192.0.2.1, a host on the way (a firewall or router), not the server: ICMP port unreachable"),
+            "{firewall}"
+        );
+        let own = refusal([198, 51, 100, 2], 3, 13).to_string();
+        assert!(
+            own.contains("the server's host itself, 198.51.100.2"),
+            "{own}"
+        );
+        let hops = refusal([192, 0, 2, 1], 11, 0).to_string();
+        assert!(
+            hops.contains("at 192.0.2.1") && hops.contains("--ttl"),
+            "{hops}"
+        );
+        let too_big = Error::TooBigForPath {
+            peer,
+            len: 1400,
+            mtu: 1280,
+            max: 1252,
+            error: None,
+        }
+        .to_string();
+        assert!(
+            too_big.contains("does not fit the path MTU 1280")
+                && too_big.contains("keep messages ≤ 1,252 bytes or drop --dont-fragment"),
+            "{too_big}"
+        );
     }
 
     #[test]

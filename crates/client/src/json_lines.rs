@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use proto::Id;
 use serde::Serialize;
 
 use crate::{Encoding, Exchange, Outcome, Outgoing, PingSummary, Report, Rtts, Tally};
@@ -152,6 +153,55 @@ pub(crate) fn exchange(
         }
     }
     line(&out)
+}
+
+/// One reply to a message sent to a group or broadcast address.
+pub(crate) struct GroupReply<'a> {
+    /// The group or broadcast address.
+    pub group: SocketAddr,
+    /// Who answered.
+    pub from: SocketAddr,
+    /// The message as given.
+    pub message: &'a [u8],
+    /// Its datagram's length.
+    pub wire_len: usize,
+    /// Its id, with `--encoding json`.
+    pub id: Option<Id>,
+    /// The reply as kept (cut to `--buffer`).
+    pub kept: &'a [u8],
+    /// The reply's length before the cut.
+    pub len: usize,
+    /// From the send to this reply.
+    pub rtt: Duration,
+}
+
+/// The `group_reply` line: one host's answer to a message sent to a group or broadcast address.
+pub(crate) fn group_reply(reply: GroupReply<'_>) -> String {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        event: &'static str,
+        group: SocketAddr,
+        from: SocketAddr,
+        request: Request<'a>,
+        rtt_ms: f64,
+        reply: ReplyBody<'a>,
+    }
+    line(&Line {
+        event: "group_reply",
+        group: reply.group,
+        from: reply.from,
+        request: Request {
+            message: Bytes::of(reply.message),
+            bytes: reply.wire_len,
+            id: reply.id.map(Id::get),
+        },
+        rtt_ms: ms(reply.rtt),
+        reply: ReplyBody {
+            message: Bytes::of(reply.kept),
+            bytes: reply.len,
+            truncated: reply.len > reply.kept.len(),
+        },
+    })
 }
 
 /// RTT figures in milliseconds; `null` where there is no RTT.

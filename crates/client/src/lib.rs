@@ -20,10 +20,13 @@ mod bench;
 mod capture;
 mod charset;
 mod client;
+mod collect;
 mod editor;
 mod error;
+mod icmp;
 mod input;
 pub mod json_lines;
+mod options;
 mod ping;
 mod probes;
 mod report;
@@ -41,7 +44,9 @@ pub use bench::{BenchConfig, BenchResult, bench};
 pub use capture::Capture;
 pub use client::{Client, Exchange, NoReply, Outcome, Outgoing};
 pub use error::{Error, Which};
+pub use icmp::{Meaning, Origin, PathError};
 pub use input::Input;
+pub use options::SocketOptions;
 pub use ping::{PingConfig, PingSummary, ping};
 pub use probes::{Payload, min_size};
 pub use report::Report;
@@ -87,6 +92,11 @@ fn run_into(
     stop: &Stop,
     report: &mut Report,
 ) -> Result<End, Error> {
+    if let Some(&peer) = config.servers.first()
+        && config.options.collects(peer)
+    {
+        return collect::run(config, peer, input, out, stop, report);
+    }
     let mut client = Client::connect(config)?;
     let mut hint = EncodingHint::default();
     // The editor draws its prompt on stdout, which JSON Lines keep for JSON alone: typed lines

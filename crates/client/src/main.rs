@@ -126,7 +126,8 @@ fn measure(args: &client::Args, command: &Command) -> (u8, Ending, Option<String
 
 /// The exit code, from how the run ended and what happened to its messages. An error or an
 /// interruption ends the run and decides; otherwise the most serious outcome seen does:
-/// 3 no reply, then 6 an error envelope, 5 a truncated reply, 0 all answered.
+/// 3 no reply, then 6 an error envelope, 5 a truncated reply, 0 all answered. 4 (nothing
+/// listens) and 7 (a host on the way refused) are errors: they end the run at once.
 fn exit_code(report: &Report, end: &Result<End, Error>) -> u8 {
     match end {
         Err(
@@ -134,13 +135,19 @@ fn exit_code(report: &Report, end: &Result<End, Error>) -> u8 {
             | Error::TooLarge { .. }
             | Error::NotText { .. }
             | Error::ArgNotUnicode { .. }
-            | Error::Usage { .. },
+            | Error::Usage { .. }
+            | Error::TooBigForPath { .. }
+            | Error::BroadcastRefused { .. }
+            | Error::Source { .. }
+            | Error::Interface { .. },
         ) => 2,
         Err(Error::Refused { .. }) => 4,
+        Err(Error::PathRefused { .. }) => 7,
         Err(
             Error::NotEnvelope { .. }
             | Error::UnreadableEnvelope { .. }
             | Error::Socket { .. }
+            | Error::Option { .. }
             | Error::Capture { .. }
             | Error::Stdin { .. }
             | Error::Stdout { .. },

@@ -9,9 +9,10 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::client::{PathFailure, max_payload_for, path_failure};
 use crate::json_lines;
 use crate::probes::{self, Payload, Requests};
-use crate::sys::{self, Socket};
+use crate::sys::Socket;
 use crate::{Capture, Encoding, Error, Interruption, Output, Reply, SLICE, Stop, Tally, Window};
 
 /// Everything `ping` needs, checked.
@@ -35,6 +36,8 @@ pub struct PingConfig {
     pub capture: Capture,
     /// Print each socket system call on stderr (`--trace`).
     pub trace: bool,
+    /// `--source`, `--interface`, `--ttl`, `--tos`, `--dont-fragment`, ...
+    pub options: crate::SocketOptions,
 }
 
 /// How a ping ended: its books, its RTTs and how long it ran.
@@ -61,7 +64,7 @@ impl PingSummary {
 /// stop, printing ping(8)'s lines on `out`; returns the books (printed by [`PingSummary`]'s
 /// `Display`).
 pub fn ping(config: &PingConfig, out: &mut dyn Write, stop: &Stop) -> Result<PingSummary, Error> {
-    let mut socket = Socket::connect(config.server, config.trace)?;
+    let mut socket = Socket::connect(config.server, &config.options, config.trace)?;
     socket.set_tap(config.capture.start()?);
     let requests = Requests::new(config.encoding, Payload::Probe { size: config.size });
     // As many probes can be awaited at once as are sent in one timeout.
@@ -75,6 +78,7 @@ pub fn ping(config: &PingConfig, out: &mut dyn Write, stop: &Stop) -> Result<Pin
         buf: vec![0; proto::RECV_BUFFER],
         server: config.server,
         output: config.output,
+        dont_fragment: config.options.dont_fragment,
     };
     let line = match config.output {
         Output::Json => json_lines::ping_start(config.server, config.size, config.encoding),
@@ -143,6 +147,8 @@ struct Pinger {
     buf: Vec<u8>,
     server: SocketAddr,
     output: Output,
+    /// `--dont-fragment`: a probe over the path MTU ends the run.
+    dont_fragment: bool,
 }
 
 impl Pinger {
@@ -151,15 +157,8 @@ impl Pinger {
         let id = self.window.id_of(seq);
         let ack = self.window.ack_id().unwrap_or(id);
         self.requests.write(seq, id, ack, &mut self.datagram);
-        match self.socket.send(&self.datagram) {
-            Ok(()) => {}
-            Err(e) if sys::refused(&e) => self.refused(),
-            Err(source) => {
-                return Err(Error::Socket {
-                    doing: "sending",
-                    source,
-                });
-            }
+        if let Err(e) = self.socket.send(&self.datagram) {
+            self.failed(e, "sending")?;
         }
         // Counted sent even when refused: it went, and nothing will answer it.
         self.window.send(now);
@@ -171,16 +170,7 @@ impl Pinger {
         let len = match self.socket.recv(&mut self.buf, wait) {
             Ok(Some(len)) => len,
             Ok(None) => return Ok(()),
-            Err(e) if sys::refused(&e) => {
-                self.refused();
-                return Ok(());
-            }
-            Err(source) => {
-                return Err(Error::Socket {
-                    doing: "receiving",
-                    source,
-                });
-            }
+            Err(e) => return self.failed(e, "receiving"),
         };
         let now = Instant::now();
         let datagram = &self.buf[..len.min(self.buf.len())];
@@ -217,11 +207,29 @@ impl Pinger {
         write_out(out, line.as_bytes())
     }
 
-    fn refused(&self) {
-        crate::tell(format_args!(
-            "From {}: port unreachable (nothing listens there; check --server)",
-            self.server
-        ));
+    /// After a send or receive failed with `e`: like ping(8), a line saying who refused, and
+    /// the probes go on; a probe over the path MTU with `--dont-fragment`, or a socket error,
+    /// ends the run.
+    fn failed(&mut self, e: std::io::Error, doing: &'static str) -> Result<(), Error> {
+        let len = self.datagram.len();
+        match path_failure(&mut self.socket, e, doing, len, self.dont_fragment) {
+            PathFailure::Refused => crate::tell(format_args!(
+                "From {}: port unreachable (nothing listens there; check --server)",
+                self.server
+            )),
+            PathFailure::TooBig { mtu, error } => crate::tell(format_args!(
+                "From {}: a probe of {len} bytes is over the path MTU {mtu} (it was lost; the \
+                 next ones are fragmented by this host): give a --size of at most {}",
+                error.map_or_else(|| "this host".to_owned(), |e| e.who()),
+                max_payload_for(self.server, mtu)
+            )),
+            PathFailure::Error(Error::PathRefused { error, .. }) => crate::tell(format_args!(
+                "From {}: {error} (a host on the way refused, not the server)",
+                error.who()
+            )),
+            PathFailure::Error(error) => return Err(error),
+        }
+        Ok(())
     }
 }
 

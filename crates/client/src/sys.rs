@@ -26,6 +26,8 @@ use unix as imp;
 
 use crate::Error;
 use crate::capture::Tap;
+use crate::icmp::PathError;
+use crate::options::{self, SocketOptions, unspecified};
 use crate::trace::{SocketTrace, errno, family};
 
 /// Most datagrams [`Socket::drain`] discards in one call, so that a peer flooding us cannot keep
@@ -52,13 +54,44 @@ pub(crate) struct Socket {
 pub(crate) const RECEIVE_BUFFER_BYTES: usize = 2 << 20;
 
 impl Socket {
-    /// Binds a socket of `peer`'s family and connects it to `peer`; with `trace` on, each
-    /// call is printed on stderr as it is made.
-    pub(crate) fn connect(peer: SocketAddr, trace: bool) -> Result<Socket, Error> {
-        let local: SocketAddr = match peer {
-            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-        };
+    /// Binds a socket of `peer`'s family (to `--source`, or any address), sets the socket
+    /// options asked for, and connects it to `peer`; with `trace` on, each call is printed on
+    /// stderr as it is made.
+    pub(crate) fn connect(
+        peer: SocketAddr,
+        options: &SocketOptions,
+        trace: bool,
+    ) -> Result<Socket, Error> {
+        Socket::open(peer, options, trace, true)
+    }
+
+    /// As [`Socket::connect`], without connecting: for a group or broadcast address, whose
+    /// replies come from other addresses ([`Socket::send_to`], [`Socket::recv_from`]).
+    pub(crate) fn unconnected(
+        peer: SocketAddr,
+        options: &SocketOptions,
+        trace: bool,
+    ) -> Result<Socket, Error> {
+        Socket::open(peer, options, trace, false)
+    }
+
+    fn open(
+        peer: SocketAddr,
+        options: &SocketOptions,
+        trace: bool,
+        connect: bool,
+    ) -> Result<Socket, Error> {
+        let local = options.source.unwrap_or_else(|| unspecified(peer));
+        if local.is_ipv4() != peer.is_ipv4() {
+            return Err(Error::Usage {
+                reason: format!(
+                    "--source {local} is an {} address and the server {peer} an {} one; give a \
+                     source of the server's family",
+                    options::family_name(local.ip()),
+                    options::family_name(peer.ip())
+                ),
+            });
+        }
         let trace = SocketTrace::stderr(trace);
         let socket =
             socket2::Socket::new(Domain::for_address(peer), Type::DGRAM, Some(Protocol::UDP));
@@ -79,18 +112,27 @@ impl Socket {
             "socket({}, SOCK_DGRAM) → fd {fd}",
             family(peer)
         ));
+        imp::set_options(&socket, peer, options, &trace)?;
         let bound = socket.bind(&local.into());
         trace.done(format_args!("bind({local})"), &bound);
-        bound.map_err(|source| Error::Socket {
-            doing: "binding",
+        bound.map_err(|source| Error::Source {
+            source_addr: local,
             source,
         })?;
-        let connected = socket.connect(&peer.into());
-        trace.done(format_args!("connect({peer})"), &connected);
-        connected.map_err(|source| Error::Socket {
-            doing: "connecting",
-            source,
-        })?;
+        if connect {
+            let connected = socket.connect(&peer.into());
+            trace.done(format_args!("connect({peer})"), &connected);
+            connected.map_err(|source| {
+                if source.kind() == io::ErrorKind::PermissionDenied && peer.is_ipv4() {
+                    Error::BroadcastRefused { peer }
+                } else {
+                    Error::Socket {
+                        doing: "connecting",
+                        source,
+                    }
+                }
+            })?;
+        }
         let socket = UdpSocket::from(socket);
         let grown = imp::grow_receive_buffer(&socket);
         if imp::GROWS_RECEIVE_BUFFER {
@@ -109,6 +151,81 @@ impl Socket {
             tap: None,
             trace,
         })
+    }
+
+    /// Sends one datagram to the peer on an [unconnected](Socket::unconnected) socket.
+    pub(crate) fn send_to(&mut self, datagram: &[u8]) -> io::Result<()> {
+        loop {
+            let made = self.trace.clock();
+            let sent = self.socket.send_to(datagram, self.peer);
+            self.trace.sent(
+                made,
+                format_args!("sendto(…, {} bytes, {})", datagram.len(), self.peer),
+                &sent,
+            );
+            match sent {
+                Ok(_) => {
+                    if let Some(tap) = &mut self.tap {
+                        tap.sent(datagram);
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Receives one datagram from any address into `buf`, waiting at most `wait`: its full
+    /// length and who sent it; `None` when none came in time.
+    pub(crate) fn recv_from(
+        &mut self,
+        buf: &mut [u8],
+        wait: Duration,
+    ) -> io::Result<Option<(usize, SocketAddr)>> {
+        if wait.is_zero() {
+            return Ok(None);
+        }
+        self.set_timeout(wait)?;
+        let received = self.socket.recv_from(buf);
+        if self.trace.is_on() {
+            match &received {
+                Ok((len, from)) => self
+                    .trace
+                    .call(format_args!("recvfrom(…) → {len} bytes from {from}")),
+                Err(e) => self.trace.failed("recvfrom(…)", e),
+            }
+        }
+        match received {
+            Ok((len, from)) => {
+                if let Some(tap) = &mut self.tap {
+                    tap.received(&buf[..len.min(buf.len())], len);
+                }
+                Ok(Some((len, from)))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The newest ICMP error queued on the socket (IP_RECVERR / IPV6_RECVERR), the queue
+    /// emptied; `None` when it is empty or this system has none.
+    pub(crate) fn path_error(&mut self) -> Option<PathError> {
+        imp::read_error_queue(&self.socket, &self.trace)
+    }
+
+    /// The path MTU the kernel knows towards the peer (IP_MTU / IPV6_MTU, connected sockets).
+    pub(crate) fn path_mtu(&self) -> Option<u32> {
+        imp::path_mtu(&self.socket, self.peer)
     }
 
     /// Copies every datagram from now on to `tap`, which learns this socket's addresses.
@@ -337,6 +454,16 @@ pub(crate) fn refused(e: &io::Error) -> bool {
     )
 }
 
+/// The index of the interface named `name` (for `%IFNAME` scope ids), `None` if there is none.
+pub(crate) fn interface_index(name: &str) -> Option<u32> {
+    imp::interface_index(name)
+}
+
+/// Whether `e` says a datagram is over the MTU (EMSGSIZE).
+pub(crate) fn too_big(e: &io::Error) -> bool {
+    imp::too_big(e)
+}
+
 /// Makes SIGINT, SIGTERM and SIGHUP store their [`crate::Signal`] number in `flag` instead of
 /// ending the process, so that the run stops where it can still print its summary.
 pub(crate) fn listen_for_signals(flag: &Arc<AtomicUsize>) -> io::Result<()> {
@@ -370,19 +497,23 @@ impl TerminalModes {
 #[cfg(unix)]
 mod unix {
     use std::ffi::OsString;
-    use std::io;
-    use std::net::UdpSocket;
+    use std::io::{self, IoSliceMut};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStringExt;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize};
 
     use nix::errno::Errno;
-    use nix::sys::socket::{MsgFlags, recv};
+    use nix::sys::socket::{
+        ControlMessageOwned, MsgFlags, SockaddrStorage, recv, recvmsg, setsockopt, sockopt,
+    };
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-    use crate::Signal;
+    use crate::icmp::{Origin, PathError};
+    use crate::options::SocketOptions;
     use crate::trace::SocketTrace;
+    use crate::{Error, Signal};
 
     /// The socket's descriptor, as traces name it.
     pub(super) fn fd(socket: &socket2::Socket) -> i32 {
@@ -423,6 +554,218 @@ mod unix {
             }
         }
         Ok(drained)
+    }
+
+    pub(super) fn too_big(e: &io::Error) -> bool {
+        e.raw_os_error() == Some(Errno::EMSGSIZE as i32)
+    }
+
+    pub(super) fn interface_index(name: &str) -> Option<u32> {
+        nix::net::if_::if_nametoindex(name)
+            .ok()
+            .filter(|index| *index > 0)
+    }
+
+    /// Sets what `options` asks for on `socket` (before it is bound), and IP_RECVERR /
+    /// IPV6_RECVERR always: ICMP errors are then queued with who sent them.
+    pub(super) fn set_options(
+        socket: &socket2::Socket,
+        peer: SocketAddr,
+        options: &SocketOptions,
+        trace: &SocketTrace,
+    ) -> Result<(), Error> {
+        let v4 = peer.is_ipv4();
+        let failed = |flag: &'static str| move |source: io::Error| Error::Option { flag, source };
+        if let Some(name) = &options.interface {
+            let bound = socket.bind_device(Some(name.as_bytes()));
+            trace.done(
+                format_args!("setsockopt(SO_BINDTODEVICE, {name:?})"),
+                &bound,
+            );
+            bound.map_err(|source| Error::Interface {
+                flag: "--interface",
+                name: name.clone(),
+                source: (source.raw_os_error() != Some(Errno::ENODEV as i32)).then_some(source),
+            })?;
+        }
+        if let Some(ttl) = options.ttl {
+            let ttl = u32::from(ttl);
+            let (call, set) = if v4 {
+                ("IP_TTL", socket.set_ttl_v4(ttl))
+            } else {
+                ("IPV6_UNICAST_HOPS", socket.set_unicast_hops_v6(ttl))
+            };
+            trace.done(format_args!("setsockopt({call}, {ttl})"), &set);
+            set.map_err(failed("--ttl"))?;
+        }
+        if let Some(tos) = options.tos {
+            let tos = u32::from(tos);
+            let (call, set) = if v4 {
+                ("IP_TOS", socket.set_tos_v4(tos))
+            } else {
+                ("IPV6_TCLASS", socket.set_tclass_v6(tos))
+            };
+            trace.done(format_args!("setsockopt({call}, {tos})"), &set);
+            set.map_err(failed("--tos"))?;
+        }
+        if options.dont_fragment {
+            let (call, set) = if v4 {
+                (
+                    "IP_MTU_DISCOVER, IP_PMTUDISC_DO",
+                    rustix::net::sockopt::set_ip_mtu_discover(
+                        socket,
+                        rustix::net::sockopt::Ipv4PathMtuDiscovery::DO,
+                    )
+                    .map_err(io::Error::from),
+                )
+            } else {
+                (
+                    "IPV6_DONTFRAG, 1",
+                    setsockopt(socket, sockopt::Ipv6DontFrag, &true).map_err(io::Error::from),
+                )
+            };
+            trace.done(format_args!("setsockopt({call})"), &set);
+            set.map_err(failed("--dont-fragment"))?;
+        }
+        if options.broadcast && v4 {
+            let set = socket.set_broadcast(true);
+            trace.done(format_args!("setsockopt(SO_BROADCAST, 1)"), &set);
+            set.map_err(failed("--broadcast"))?;
+        }
+        if let Some(ttl) = options.multicast_ttl {
+            let ttl = u32::from(ttl);
+            let (call, set) = if v4 {
+                ("IP_MULTICAST_TTL", socket.set_multicast_ttl_v4(ttl))
+            } else {
+                ("IPV6_MULTICAST_HOPS", socket.set_multicast_hops_v6(ttl))
+            };
+            trace.done(format_args!("setsockopt({call}, {ttl})"), &set);
+            set.map_err(failed("--multicast-ttl"))?;
+        }
+        if let Some(name) = &options.multicast_if {
+            let missing = || Error::Interface {
+                flag: "--multicast-if",
+                name: name.clone(),
+                source: None,
+            };
+            let set = if v4 {
+                // IP_MULTICAST_IF names the interface by one of its IPv4 addresses.
+                let addr = nix::ifaddrs::getifaddrs()
+                    .ok()
+                    .into_iter()
+                    .flatten()
+                    .filter(|ifaddr| ifaddr.interface_name == *name)
+                    .find_map(|ifaddr| {
+                        ifaddr
+                            .address
+                            .and_then(|a| a.as_sockaddr_in().map(|sin| sin.ip()))
+                    })
+                    .ok_or_else(missing)?;
+                let set = socket.set_multicast_if_v4(&addr);
+                trace.done(format_args!("setsockopt(IP_MULTICAST_IF, {addr})"), &set);
+                set
+            } else {
+                let index = interface_index(name).ok_or_else(missing)?;
+                let set = socket.set_multicast_if_v6(index);
+                trace.done(format_args!("setsockopt(IPV6_MULTICAST_IF, {index})"), &set);
+                set
+            };
+            set.map_err(failed("--multicast-if"))?;
+        }
+        let (call, set) = if v4 {
+            (
+                "IP_RECVERR",
+                setsockopt(socket, sockopt::Ipv4RecvErr, &true),
+            )
+        } else {
+            (
+                "IPV6_RECVERR",
+                setsockopt(socket, sockopt::Ipv6RecvErr, &true),
+            )
+        };
+        let set = set.map_err(io::Error::from);
+        trace.done(format_args!("setsockopt({call}, 1)"), &set);
+        if let Err(e) = set {
+            log::debug!("ICMP errors will not say who sent them: {e}");
+        }
+        Ok(())
+    }
+
+    /// Empties the error queue (`recvmsg` with MSG_ERRQUEUE), returning its newest entry.
+    pub(super) fn read_error_queue(socket: &UdpSocket, trace: &SocketTrace) -> Option<PathError> {
+        let mut newest = None;
+        // The queue holds a few entries at most; the bound keeps a flood from holding us here.
+        for _ in 0..64 {
+            let mut data = [0u8; 64];
+            let mut iov = [IoSliceMut::new(&mut data)];
+            let mut space = nix::cmsg_space!(nix::libc::sock_extended_err, nix::libc::sockaddr_in6);
+            let received = recvmsg::<SockaddrStorage>(
+                socket.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+            );
+            let message = match received {
+                Ok(message) => message,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => break,
+                Err(errno) => {
+                    trace.failed("recvmsg(…, MSG_ERRQUEUE)", &errno.into());
+                    break;
+                }
+            };
+            let Ok(cmsgs) = message.cmsgs() else {
+                break;
+            };
+            for cmsg in cmsgs {
+                let (ee, offender) = match cmsg {
+                    ControlMessageOwned::Ipv4RecvErr(ee, offender) => (
+                        ee,
+                        offender.map(|sin| {
+                            IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+                        }),
+                    ),
+                    ControlMessageOwned::Ipv6RecvErr(ee, offender) => (
+                        ee,
+                        offender.map(|sin6| IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))),
+                    ),
+                    _ => continue,
+                };
+                let error = PathError {
+                    // The kernel gives an offender of family AF_UNSPEC (all zeros) for none.
+                    offender: offender.filter(|ip| !ip.is_unspecified()),
+                    origin: match ee.ee_origin {
+                        nix::libc::SO_EE_ORIGIN_LOCAL => Origin::Local,
+                        nix::libc::SO_EE_ORIGIN_ICMP => Origin::Icmp,
+                        nix::libc::SO_EE_ORIGIN_ICMP6 => Origin::Icmp6,
+                        _ => Origin::Other,
+                    },
+                    icmp_type: ee.ee_type,
+                    code: ee.ee_code,
+                    info: ee.ee_info,
+                };
+                trace.call(format_args!(
+                    "recvmsg(…, MSG_ERRQUEUE) → {error} from {}{}",
+                    error.who(),
+                    if error.info > 0 {
+                        format!(", info {}", error.info)
+                    } else {
+                        String::new()
+                    }
+                ));
+                newest = Some(error);
+            }
+        }
+        newest
+    }
+
+    pub(super) fn path_mtu(socket: &UdpSocket, peer: SocketAddr) -> Option<u32> {
+        let mtu = if peer.is_ipv4() {
+            rustix::net::sockopt::ip_mtu(socket)
+        } else {
+            rustix::net::sockopt::ipv6_mtu(socket)
+        };
+        mtu.ok()
     }
 
     /// Whether [`grow_receive_buffer`] makes a system call.
@@ -695,10 +1038,13 @@ mod batch {
 mod fallback {
     use std::ffi::OsString;
     use std::io;
-    use std::net::UdpSocket;
+    use std::net::{SocketAddr, UdpSocket};
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
 
+    use crate::Error;
+    use crate::icmp::PathError;
+    use crate::options::SocketOptions;
     use crate::trace::SocketTrace;
 
     /// The socket's handle, as traces name it.
@@ -711,6 +1057,82 @@ mod fallback {
     #[cfg(not(windows))]
     pub(super) fn fd(_: &socket2::Socket) -> &'static str {
         "?"
+    }
+
+    pub(super) fn interface_index(_name: &str) -> Option<u32> {
+        None
+    }
+
+    pub(super) fn too_big(_: &io::Error) -> bool {
+        false
+    }
+
+    /// The portable options through socket2; the others are Linux's.
+    pub(super) fn set_options(
+        socket: &socket2::Socket,
+        peer: SocketAddr,
+        options: &SocketOptions,
+        trace: &SocketTrace,
+    ) -> Result<(), Error> {
+        let v4 = peer.is_ipv4();
+        let unsupported = |flag: &'static str| Error::Option {
+            flag,
+            source: io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this build of udptalk sets it on Linux only",
+            ),
+        };
+        if options.interface.is_some() {
+            return Err(unsupported("--interface"));
+        }
+        if options.dont_fragment {
+            return Err(unsupported("--dont-fragment"));
+        }
+        if options.multicast_if.is_some() {
+            return Err(unsupported("--multicast-if"));
+        }
+        if options.tos.is_some() && !v4 {
+            return Err(unsupported("--tos"));
+        }
+        let failed = |flag: &'static str| move |source: io::Error| Error::Option { flag, source };
+        if let Some(ttl) = options.ttl {
+            let set = if v4 {
+                socket.set_ttl_v4(u32::from(ttl))
+            } else {
+                socket.set_unicast_hops_v6(u32::from(ttl))
+            };
+            trace.done(format_args!("setsockopt(TTL, {ttl})"), &set);
+            set.map_err(failed("--ttl"))?;
+        }
+        if let Some(tos) = options.tos {
+            let set = socket.set_tos_v4(u32::from(tos));
+            trace.done(format_args!("setsockopt(IP_TOS, {tos})"), &set);
+            set.map_err(failed("--tos"))?;
+        }
+        if options.broadcast && v4 {
+            let set = socket.set_broadcast(true);
+            trace.done(format_args!("setsockopt(SO_BROADCAST, 1)"), &set);
+            set.map_err(failed("--broadcast"))?;
+        }
+        if let Some(ttl) = options.multicast_ttl {
+            let set = if v4 {
+                socket.set_multicast_ttl_v4(u32::from(ttl))
+            } else {
+                socket.set_multicast_hops_v6(u32::from(ttl))
+            };
+            trace.done(format_args!("setsockopt(MULTICAST_TTL, {ttl})"), &set);
+            set.map_err(failed("--multicast-ttl"))?;
+        }
+        Ok(())
+    }
+
+    /// No error queue here: a refusal is all the system says.
+    pub(super) fn read_error_queue(_: &UdpSocket, _: &SocketTrace) -> Option<PathError> {
+        None
+    }
+
+    pub(super) fn path_mtu(_: &UdpSocket, _: SocketAddr) -> Option<u32> {
+        None
     }
 
     /// Whether [`grow_receive_buffer`] makes a system call.

@@ -13,6 +13,7 @@ mod capture;
 mod encoding;
 mod hostile;
 mod measure;
+mod paths;
 mod retries;
 mod shell;
 mod stops;
