@@ -564,7 +564,10 @@ impl Client {
         if self.warned_fragmentation || self.config.options.dont_fragment {
             return;
         }
-        if let Some(mtu) = self.socket.path_mtu()
+        // Every IPv4 path carries 576-byte packets, every IPv6 path 1,280: shorter datagrams
+        // need no question to the kernel (a system call per send).
+        if len > max_payload_for(peer, if peer.is_ipv4() { 576 } else { 1280 })
+            && let Some(mtu) = self.socket.path_mtu()
             && len > max_payload_for(peer, mtu)
         {
             self.warned_fragmentation = true;

@@ -225,7 +225,10 @@ impl Socket {
 
     /// The path MTU the kernel knows towards the peer (IP_MTU / IPV6_MTU, connected sockets).
     pub(crate) fn path_mtu(&self) -> Option<u32> {
-        imp::path_mtu(&self.socket, self.peer)
+        let mtu = imp::path_mtu(&self.socket, self.peer);
+        let option = if self.peer.is_ipv4() { "IP_MTU" } else { "IPV6_MTU" };
+        self.trace.done(format_args!("getsockopt({option})"), &mtu);
+        mtu.ok()
     }
 
     /// Copies every datagram from now on to `tap`, which learns this socket's addresses.
@@ -759,13 +762,13 @@ mod unix {
         newest
     }
 
-    pub(super) fn path_mtu(socket: &UdpSocket, peer: SocketAddr) -> Option<u32> {
+    pub(super) fn path_mtu(socket: &UdpSocket, peer: SocketAddr) -> io::Result<u32> {
         let mtu = if peer.is_ipv4() {
             rustix::net::sockopt::ip_mtu(socket)
         } else {
             rustix::net::sockopt::ipv6_mtu(socket)
         };
-        mtu.ok()
+        mtu.map_err(io::Error::from)
     }
 
     /// Whether [`grow_receive_buffer`] makes a system call.
@@ -1131,8 +1134,11 @@ mod fallback {
         None
     }
 
-    pub(super) fn path_mtu(_: &UdpSocket, _: SocketAddr) -> Option<u32> {
-        None
+    pub(super) fn path_mtu(_: &UdpSocket, _: SocketAddr) -> io::Result<u32> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this system does not tell the path MTU",
+        ))
     }
 
     /// Whether [`grow_receive_buffer`] makes a system call.
