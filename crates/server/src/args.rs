@@ -367,6 +367,17 @@ impl Args {
     /// The combinations of flags that cannot work, said as what to do instead (clap checks
     /// each flag alone).
     pub fn check(&self) -> Result<(), String> {
+        if self.ipv6_only
+            && let SocketAddr::V6(v6) = self.bind
+            && v6.ip().to_ipv4_mapped().is_some()
+        {
+            return Err(format!(
+                "--ipv6-only and --bind {} contradict: an IPv4-mapped address serves IPv4 \
+                 alone; drop --ipv6-only, or bind an IPv6 address (e.g. [::]:{})",
+                self.bind,
+                self.bind.port()
+            ));
+        }
         if self.ipv6_only && self.bind.is_ipv4() {
             return Err(format!(
                 "--ipv6-only applies to an IPv6 address, and --bind {} is IPv4; bind an IPv6 \

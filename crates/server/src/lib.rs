@@ -154,8 +154,11 @@ fn short_buffer(buffer: RecvBuffer, asked_by_user: bool) -> Option<String> {
 /// What the announce line adds after the address of a wildcard IPv6 bind: which IP versions it
 /// serves, since `[::]` alone does not say.
 fn stacks(config: &Config) -> &'static str {
-    // `[::ffff:0.0.0.0]` is the IPv4 wildcard through an IPv6 socket: IPv4 only.
     match config.bind.ip() {
+        // The IPv4 wildcard, through an IPv6 socket.
+        std::net::IpAddr::V6(ip) if ip.to_ipv4_mapped().is_some_and(|v4| v4.is_unspecified()) => {
+            " (IPv4 only)"
+        }
         std::net::IpAddr::V6(ip) if ip.is_unspecified() && config.ipv6_only => " (IPv6 only)",
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => " (IPv4 too)",
         _ => "",

@@ -452,7 +452,7 @@ impl Worker {
             }
         }
         let mut summary = self.core.into_summary();
-        summary.kernel_dropped = ServerSocket::kernel_dropped(&self.batch);
+        summary.kernel_dropped = self.socket.kernel_dropped(&self.batch);
         summary
     }
 
@@ -504,7 +504,7 @@ impl Worker {
                 core.group_ignored(peer);
                 if !*told_group {
                     *told_group = true;
-                    log::info!(
+                    log::warn!(
                         "{peer}: a datagram sent to a broadcast or multicast address, not \
                          answered (counted as group-ignored); --answer-group or --join \
                          GROUP%IFNAME answers such datagrams"

@@ -314,10 +314,24 @@ impl ServerSocket {
         self.recv_buffer
     }
 
-    /// Datagrams the kernel dropped for a full receive buffer, as the last datagram received
-    /// through `batch` told (`SO_RXQ_OVFL`; 0 where the system does not tell).
-    pub fn kernel_dropped(batch: &Batch) -> u64 {
-        u64::from(batch.headers.dropped())
+    /// Datagrams the kernel dropped for this socket (its receive buffer full), read at the
+    /// end: the count the last datagram received through `batch` carried (`SO_RXQ_OVFL`), or
+    /// the socket's row of `/proc/net/udp` if it says more. A datagram carries the count as it
+    /// was when the datagram was queued, so drops after the last one queued (a flood that ends
+    /// while the buffer is full) and datagrams taken one at a time (`recvfrom`, which reads no
+    /// control message) show only in the latter. 0 where the system tells neither.
+    pub fn kernel_dropped(&self, batch: &Batch) -> u64 {
+        let carried = u64::from(batch.headers.dropped());
+        let listed = imp::listed_drops(&self.socket);
+        match &listed {
+            Ok(Some(drops)) => self.trace.call(format_args!(
+                "read /proc/net/udp{} → drops {drops}",
+                if self.local.is_ipv6() { "6" } else { "" }
+            )),
+            Ok(None) => {}
+            Err(e) => self.trace.failed("read /proc/net/udp", e),
+        }
+        carried.max(listed.ok().flatten().unwrap_or(0))
     }
 
     /// The headers for [`recv_batch`](Self::recv_batch) and [`send_batch`](Self::send_batch).
@@ -587,6 +601,18 @@ impl std::fmt::Display for Received<'_> {
     }
 }
 
+/// The `drops` column (the last) of the row of `/proc/net/udp`'s `text` whose `inode` column
+/// (the tenth) is `inode`.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn drops_of(text: &str, inode: &str) -> Option<u64> {
+    text.lines().skip(1).find_map(|row| {
+        let columns: Vec<&str> = row.split_whitespace().collect();
+        (columns.get(9) == Some(&inode))
+            .then(|| columns.last()?.parse().ok())
+            .flatten()
+    })
+}
+
 /// The slots of a batch's receive buffer.
 fn slots(bufs: &mut [u8]) -> std::slice::ChunksExactMut<'_, u8> {
     bufs.chunks_exact_mut(RECV_BUFFER)
@@ -770,6 +796,27 @@ mod imp {
                 set
             }
         }
+    }
+
+    /// The `drops` column of the socket's row in `/proc/net/udp` or `/proc/net/udp6` (found
+    /// by the socket's inode, `/proc/self/fd/N` → `socket:[INODE]`): the kernel's count of
+    /// datagrams dropped for this socket, the one `SO_RXQ_OVFL` reports.
+    pub fn listed_drops(socket: &UdpSocket) -> io::Result<Option<u64>> {
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", socket.as_raw_fd()))?;
+        let link = link.to_string_lossy();
+        let Some(inode) = link
+            .strip_prefix("socket:[")
+            .and_then(|rest| rest.strip_suffix(']'))
+        else {
+            return Ok(None);
+        };
+        for table in ["/proc/net/udp", "/proc/net/udp6"] {
+            let text = std::fs::read_to_string(table)?;
+            if let Some(drops) = super::drops_of(&text, inode) {
+                return Ok(Some(drops));
+            }
+        }
+        Ok(None)
     }
 
     /// Asks for the count of datagrams dropped for a full receive buffer with each datagram
@@ -1077,6 +1124,11 @@ mod imp {
         std::os::windows::io::AsRawSocket::as_raw_socket(socket)
     }
 
+    /// Not told here.
+    pub fn listed_drops(_: &UdpSocket) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// No batch state: one datagram at a time.
     pub struct Batch;
 
@@ -1214,7 +1266,19 @@ mod imp {
 mod tests {
     use std::io;
 
-    use super::earlier_answer_unreachable;
+    use super::{drops_of, earlier_answer_unreachable};
+
+    #[test]
+    fn the_drops_of_a_socket_are_read_from_its_row() {
+        let text = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  383: 0100007F:1B58 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 198
+  384: 0100007F:1B59 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4243 2 0000000000000000 0
+";
+        assert_eq!(drops_of(text, "4242"), Some(198));
+        assert_eq!(drops_of(text, "4243"), Some(0));
+        assert_eq!(drops_of(text, "999"), None);
+        assert_eq!(drops_of("", "4242"), None);
+    }
 
     #[test]
     fn a_reset_on_receive_is_an_earlier_answers_icmp_and_nothing_else_is() {
