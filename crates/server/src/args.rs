@@ -89,7 +89,8 @@ pub const VERSION: &str = concat!(
 #[derive(Debug, Parser)]
 #[command(name = "udptalk-server", version = VERSION, verbatim_doc_comment)]
 pub struct Args {
-    /// Address to listen on: IPv4 or IPv6, port 0 for any free port (e.g. [::1]:0)
+    /// Address to listen on: IPv4 or IPv6, port 0 for any free port (e.g. [::1]:0); a
+    /// link-local one with its interface, by name or index ([fe80::1%eth0]:0)
     #[arg(long, value_name = "ADDR", default_value = proto::DEFAULT_ADDR, value_parser = parse_addr)]
     pub bind: SocketAddr,
 
@@ -291,6 +292,56 @@ pub fn parse_join(text: &str) -> Result<Join, String> {
     Ok(Join { group, interface })
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_join_names_a_multicast_group_and_an_interface() {
+        assert_eq!(
+            parse_join("239.1.2.3%eth0"),
+            Ok(Join {
+                group: "239.1.2.3".parse().unwrap(),
+                interface: Interface::Name("eth0".to_owned()),
+            })
+        );
+        let v6 = parse_join("ff02::1:3%2").unwrap();
+        assert_eq!(
+            (v6.to_string(), v6.interface),
+            ("ff02::1:3%2".to_owned(), Interface::Index(2))
+        );
+        for (bad, says) in [
+            ("239.1.2.3", "names no interface"),
+            ("239.1.2.3%", "names no interface"),
+            ("10.1.2.3%eth0", "not a multicast address"),
+            ("group%eth0", "not an IP address"),
+        ] {
+            let error = parse_join(bad).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_scoped_bind_address_names_its_interface() {
+        assert_eq!(
+            scoped_by_name("[fe80::1%eth0]:7"),
+            Some(("fe80::1".parse().unwrap(), "eth0", 7))
+        );
+        assert_eq!(scoped_by_name("[fe80::1]:7"), None);
+        assert_eq!(scoped_by_name("fe80::1%eth0"), None);
+        assert_eq!(
+            parse_addr("[fe80::1%3]:7").map(|a| a.to_string()),
+            Ok("[fe80::1%3]:7".to_owned())
+        );
+        let lo = parse_addr("[fe80::1%lo]:7");
+        if cfg!(target_os = "linux") {
+            assert!(lo.is_ok_and(|a| matches!(a, SocketAddr::V6(v6) if v6.scope_id() > 0)));
+        }
+        let missing = parse_addr("[fe80::1%no-such-if0]:7").unwrap_err();
+        assert!(missing.contains("ip link"), "{missing}");
+    }
+}
+
 /// Parses `--recv-buffer`: a number of bytes, at least 1 KiB.
 fn parse_bytes(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
@@ -468,9 +519,29 @@ impl From<&Args> for Config {
 }
 
 fn parse_addr(text: &str) -> Result<SocketAddr, String> {
-    text.parse().map_err(|_| {
-        format!("`{text}` is not an IP address with a port; write e.g. 127.0.0.1:50000 or [::1]:0")
-    })
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    // A link-local address with its interface by name: `[fe80::1%eth0]:0`.
+    if let Some((ip, name, port)) = scoped_by_name(text) {
+        let index = crate::sys::interface_index(name).map_err(|e| {
+            format!("`{text}`: no interface {name} ({e}); `ip link` lists them, by name and index")
+        })?;
+        return Ok(SocketAddr::V6(std::net::SocketAddrV6::new(
+            ip, port, 0, index,
+        )));
+    }
+    Err(format!(
+        "`{text}` is not an IP address with a port; write e.g. 127.0.0.1:50000 or [::1]:0 \
+         (a link-local one with its interface: [fe80::1%eth0]:0)"
+    ))
+}
+
+/// `[fe80::1%eth0]:50000` split into the address, the interface's name and the port.
+fn scoped_by_name(text: &str) -> Option<(std::net::Ipv6Addr, &str, u16)> {
+    let (inside, port) = text.strip_prefix('[')?.rsplit_once("]:")?;
+    let (ip, name) = inside.split_once('%')?;
+    Some((ip.parse().ok()?, name, port.parse().ok()?))
 }
 
 /// The longest duration any option takes: 365 days. Longer ones could not be added to a

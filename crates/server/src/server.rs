@@ -354,7 +354,8 @@ struct Worker {
     tap: Option<Tap>,
     /// Which group datagrams are answered.
     groups: GroupPolicy,
-    /// Whether the first group datagram ignored has been told of (once per worker).
+    /// Whether this worker knows the first group datagram ignored has been told of (once per
+    /// server, [`Shared::group_told`]); saves the shared flag's cache line.
     told_group: bool,
     /// The warnings about answers the system would not send, throttled.
     unanswered: Unanswered,
@@ -502,7 +503,7 @@ impl Worker {
             // answer from every server on the link: only those asked for are.
             if !groups.answers(meta) {
                 core.group_ignored(peer);
-                if !*told_group {
+                if !*told_group && !shared.group_told.swap(true, Ordering::Relaxed) {
                     *told_group = true;
                     log::warn!(
                         "{peer}: a datagram sent to a broadcast or multicast address, not \

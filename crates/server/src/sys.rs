@@ -1268,6 +1268,21 @@ mod tests {
 
     use super::{drops_of, earlier_answer_unreachable};
 
+    /// A link-local sender keeps its scope id (and flow label) through the system's address
+    /// and back: without it, the answer cannot be sent (EINVAL).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_link_local_peer_keeps_its_scope_id_both_ways() {
+        use nix::sys::socket::SockaddrStorage;
+        use std::net::{SocketAddr, SocketAddrV6};
+        let peer = SocketAddr::V6(SocketAddrV6::new("fe80::1".parse().unwrap(), 40_000, 5, 7));
+        let storage = SockaddrStorage::from(peer);
+        let sin6 = storage.as_sockaddr_in6().unwrap();
+        assert_eq!((sin6.scope_id(), sin6.flowinfo()), (7, 5));
+        assert_eq!(super::imp::to_socket_addr(&storage), Some(peer));
+        assert_eq!(peer.to_string(), "[fe80::1%7]:40000");
+    }
+
     #[test]
     fn the_drops_of_a_socket_are_read_from_its_row() {
         let text = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
