@@ -322,14 +322,14 @@ impl ServerSocket {
     /// control message) show only in the latter. 0 where the system tells neither.
     pub fn kernel_dropped(&self, batch: &Batch) -> u64 {
         let carried = u64::from(batch.headers.dropped());
+        // A file read, not a call on the socket: logged, not traced.
         let listed = imp::listed_drops(&self.socket);
         match &listed {
-            Ok(Some(drops)) => self.trace.call(format_args!(
-                "read /proc/net/udp{} → drops {drops}",
-                if self.local.is_ipv6() { "6" } else { "" }
-            )),
+            Ok(Some(drops)) => {
+                log::debug!("the kernel dropped {drops} datagrams of {}", self.local)
+            }
             Ok(None) => {}
-            Err(e) => self.trace.failed("read /proc/net/udp", e),
+            Err(e) => log::debug!("cannot read the kernel's drops in /proc/net/udp: {e}"),
         }
         carried.max(listed.ok().flatten().unwrap_or(0))
     }
