@@ -913,10 +913,14 @@ mod imp {
         // last message's control data), so a datagram with less control data (none, or an
         // IPv6 datagram's one packet info on a dual-stack socket) shrinks its slot's control
         // space, and a later one's is cut (MSG_CTRUNC). Fresh headers restore it. In steady
-        // state this does not happen: every datagram of a wildcard socket carries packet info,
-        // and after the kernel's first drop every datagram carries the drop count. (A mix of
-        // IPv4 and IPv6 datagrams on a dual-stack wildcard socket does remake them now and
-        // then.)
+        // state of one family this does not happen: every datagram of a wildcard socket
+        // carries the same packet info, and after the kernel's first drop every datagram
+        // carries the drop count. A dual-stack wildcard socket serving IPv4 and IPv6 peers at
+        // once does remake them whenever an IPv4 datagram (72 bytes of control data: its
+        // IPv6 and IPv4 packet info) lands in a slot an IPv6 one (40) used: up to three
+        // allocations per batch (tests/allocations.rs shows the figure). No set of socket
+        // options evens the two sizes out; the real fix is for nix's `recvmmsg` to reset
+        // `msg_controllen` before each call, as its `recvmsg` does.
         if lost_control {
             batch.recv = recv_headers(batch.pktinfo);
         }
