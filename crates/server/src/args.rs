@@ -1,6 +1,7 @@
 //! Command-line arguments, and the [`Config`] they resolve into before anything runs.
 
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -71,17 +72,25 @@ pub const VERSION: &str = concat!(
 /// get); a source that sends back our last answer to it for the third time within a second.
 /// These are counted as `loops`.
 ///
+/// A datagram sent to a broadcast or multicast address is not answered (one datagram would
+/// draw an answer from every server on the link): it is counted as `group-ignored`. With
+/// --answer-group, or for the groups it joined with --join, the server answers it once (from
+/// the receiving interface's own address). It gets only the multicast groups it joined
+/// (IP_MULTICAST_ALL off).
+///
 /// Per-datagram lines never delay an answer: if stdout does not keep up (a slow pipe, a paused
 /// terminal), lines are dropped and counted (`lines dropped N`). Ctrl-C or SIGTERM prints a
 /// summary on stderr (received = counted + duplicates + malformed + rate-limited + busy +
-/// loops) and exits 0 within a second.
+/// loops + group-ignored; and, apart, the datagrams the kernel dropped for a full receive
+/// buffer) and exits 0 within a second.
 ///
 /// Exit codes: 0 stopped normally (signal, --idle, --once); 1 could not serve (e.g. the address
 /// is in use); 2 bad usage.
 #[derive(Debug, Parser)]
 #[command(name = "udptalk-server", version = VERSION, verbatim_doc_comment)]
 pub struct Args {
-    /// Address to listen on: IPv4 or IPv6, port 0 for any free port (e.g. [::1]:0)
+    /// Address to listen on: IPv4 or IPv6, port 0 for any free port (e.g. [::1]:0); a
+    /// link-local one with its interface, by name or index ([fe80::1%eth0]:0)
     #[arg(long, value_name = "ADDR", default_value = proto::DEFAULT_ADDR, value_parser = parse_addr)]
     pub bind: SocketAddr,
 
@@ -145,6 +154,24 @@ pub struct Args {
     /// `tcpdump -X`), beside the tutorial's lines (also with --quiet)
     #[arg(long)]
     pub hexdump: bool,
+
+    /// Answer datagrams sent to a broadcast or multicast address (ignored and counted as
+    /// group-ignored without it), once, from the receiving interface's own address
+    #[arg(long)]
+    pub answer_group: bool,
+
+    /// Join multicast GROUP on interface IFNAME (a name or an index) and answer datagrams
+    /// sent to it, e.g. 239.1.2.3%eth0 or ff12::1%eth0; repeatable. Needs a wildcard --bind
+    /// (0.0.0.0, [::]) or the group's own address
+    #[arg(long, value_name = "GROUP%IFNAME", value_parser = parse_join)]
+    pub join: Vec<Join>,
+
+    /// Ask the kernel for a receive buffer of BYTES (SO_RCVBUF; default 2 MiB, capped by the
+    /// sysctl net.core.rmem_max). Datagrams that find it full are dropped by the kernel and
+    /// counted in the summary
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub recv_buffer: Option<usize>,
+
     /// Print each socket system call on stderr as it is made (socket, bind, recvfrom,
     /// sendto, recvmmsg, close...), with UTC timestamps to the microsecond: the tutorial's
     /// figure, from the real run
@@ -190,6 +217,142 @@ pub struct Config {
     pub hexdump: bool,
     /// Print each socket system call on stderr (`--trace`).
     pub trace: bool,
+    /// Answer datagrams sent to any broadcast or multicast address (`--answer-group`).
+    pub answer_group: bool,
+    /// Multicast groups to join, and answer (`--join`).
+    pub joins: Vec<Join>,
+    /// The receive buffer to ask for (`--recv-buffer`); `None`: the default,
+    /// [`RECEIVE_BUFFER_BYTES`](crate::RECEIVE_BUFFER_BYTES).
+    pub recv_buffer: Option<usize>,
+}
+
+/// An interface, as the user named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interface {
+    /// By name (`eth0`).
+    Name(String),
+    /// By index (`2`, as `ip link` numbers them).
+    Index(u32),
+}
+
+impl fmt::Display for Interface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Interface::Name(name) => f.write_str(name),
+            Interface::Index(index) => write!(f, "{index}"),
+        }
+    }
+}
+
+/// `--join GROUP%IFNAME`: a multicast group to join on one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Join {
+    /// The group's address (multicast).
+    pub group: IpAddr,
+    /// The interface to join it on.
+    pub interface: Interface,
+}
+
+impl fmt::Display for Join {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}%{}", self.group, self.interface)
+    }
+}
+
+/// Parses `--join`: `239.1.2.3%eth0`, `ff12::1%eth0`, `ff02::1:3%2`.
+pub fn parse_join(text: &str) -> Result<Join, String> {
+    let Some((group, interface)) = text.rsplit_once('%') else {
+        return Err(format!(
+            "`{text}` names no interface; write GROUP%IFNAME, e.g. 239.1.2.3%eth0 or \
+             ff12::1%eth0 (`ip link` lists the interfaces)"
+        ));
+    };
+    let group: IpAddr = group
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| {
+            format!("`{group}` is not an IP address; write a multicast group, e.g. 239.1.2.3%eth0")
+        })?;
+    if !group.is_multicast() {
+        return Err(format!(
+            "{group} is not a multicast address (224.0.0.0/4 or ff00::/8); --join takes a \
+             group, e.g. 239.1.2.3%eth0 (for broadcasts, use --answer-group)"
+        ));
+    }
+    let interface = if interface.is_empty() {
+        return Err(format!(
+            "`{text}` names no interface after %; write e.g. {group}%eth0 (`ip link` lists them)"
+        ));
+    } else if let Ok(index) = interface.parse::<u32>() {
+        Interface::Index(index)
+    } else {
+        Interface::Name(interface.to_owned())
+    };
+    Ok(Join { group, interface })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_join_names_a_multicast_group_and_an_interface() {
+        assert_eq!(
+            parse_join("239.1.2.3%eth0"),
+            Ok(Join {
+                group: "239.1.2.3".parse().unwrap(),
+                interface: Interface::Name("eth0".to_owned()),
+            })
+        );
+        let v6 = parse_join("ff02::1:3%2").unwrap();
+        assert_eq!(
+            (v6.to_string(), v6.interface),
+            ("ff02::1:3%2".to_owned(), Interface::Index(2))
+        );
+        for (bad, says) in [
+            ("239.1.2.3", "names no interface"),
+            ("239.1.2.3%", "names no interface"),
+            ("10.1.2.3%eth0", "not a multicast address"),
+            ("group%eth0", "not an IP address"),
+        ] {
+            let error = parse_join(bad).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_scoped_bind_address_names_its_interface() {
+        assert_eq!(
+            scoped_by_name("[fe80::1%eth0]:7"),
+            Some(("fe80::1".parse().unwrap(), "eth0", 7))
+        );
+        assert_eq!(scoped_by_name("[fe80::1]:7"), None);
+        assert_eq!(scoped_by_name("fe80::1%eth0"), None);
+        assert_eq!(
+            parse_addr("[fe80::1%3]:7").map(|a| a.to_string()),
+            Ok("[fe80::1%3]:7".to_owned())
+        );
+        let lo = parse_addr("[fe80::1%lo]:7");
+        if cfg!(target_os = "linux") {
+            assert!(lo.is_ok_and(|a| matches!(a, SocketAddr::V6(v6) if v6.scope_id() > 0)));
+        }
+        let missing = parse_addr("[fe80::1%no-such-if0]:7").unwrap_err();
+        assert!(missing.contains("ip link"), "{missing}");
+    }
+}
+
+/// Parses `--recv-buffer`: a number of bytes, at least 1 KiB.
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1024..=i32::MAX as usize).contains(&n) => Ok(n),
+        Ok(_) => Err(format!(
+            "{text} bytes is out of range; write between 1024 and 2147483647, e.g. 8388608"
+        )),
+        Err(_) => Err(format!(
+            "`{text}` is not a number of bytes; write e.g. 8388608 (8 MiB)"
+        )),
+    }
 }
 
 /// A token bucket's refill rate and depth, per source IP.
@@ -244,6 +407,9 @@ impl Config {
             pcap: None,
             hexdump: false,
             trace: false,
+            answer_group: false,
+            joins: Vec::new(),
+            recv_buffer: None,
         }
     }
 }
@@ -252,6 +418,17 @@ impl Args {
     /// The combinations of flags that cannot work, said as what to do instead (clap checks
     /// each flag alone).
     pub fn check(&self) -> Result<(), String> {
+        if self.ipv6_only
+            && let SocketAddr::V6(v6) = self.bind
+            && v6.ip().to_ipv4_mapped().is_some()
+        {
+            return Err(format!(
+                "--ipv6-only and --bind {} contradict: an IPv4-mapped address serves IPv4 \
+                 alone; drop --ipv6-only, or bind an IPv6 address (e.g. [::]:{})",
+                self.bind,
+                self.bind.port()
+            ));
+        }
         if self.ipv6_only && self.bind.is_ipv4() {
             return Err(format!(
                 "--ipv6-only applies to an IPv6 address, and --bind {} is IPv4; bind an IPv6 \
@@ -267,6 +444,7 @@ impl Args {
                 self.workers
             ));
         }
+        check_joins(self.bind, self.ipv6_only, &self.join)?;
         if self.workers > 1 && !cfg!(target_os = "linux") {
             return Err(
                 "--workers above 1 needs Linux (SO_REUSEPORT spreading peers across sockets); \
@@ -276,6 +454,43 @@ impl Args {
         }
         Ok(())
     }
+}
+
+/// What `--join` needs: a socket that receives the group's datagrams (bound to a wildcard
+/// address or to the group itself) of the group's family.
+pub fn check_joins(bind: SocketAddr, ipv6_only: bool, joins: &[Join]) -> Result<(), String> {
+    let ip = bind.ip();
+    for join in joins {
+        let wildcard = ip.to_canonical().is_unspecified();
+        if !wildcard && ip.to_canonical() != join.group {
+            return Err(format!(
+                "--join {join}: a socket bound to {ip} gets no datagram sent to {}; bind a \
+                 wildcard address (--bind 0.0.0.0:{port} or [::]:{port}) or the group itself",
+                join.group,
+                port = bind.port()
+            ));
+        }
+        match (join.group, bind) {
+            (IpAddr::V6(_), SocketAddr::V4(_)) => {
+                return Err(format!(
+                    "--join {join}: an IPv6 group needs an IPv6 socket, and --bind {bind} is \
+                     IPv4; bind [::]:{}",
+                    bind.port()
+                ));
+            }
+            (IpAddr::V4(_), SocketAddr::V6(v6))
+                if ipv6_only || v6.ip().to_ipv4_mapped().is_none() && !wildcard =>
+            {
+                return Err(format!(
+                    "--join {join}: an IPv4 group needs a socket that serves IPv4; bind \
+                     0.0.0.0:{} or [::] without --ipv6-only",
+                    bind.port()
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 impl From<&Args> for Config {
@@ -296,14 +511,37 @@ impl From<&Args> for Config {
             pcap: args.pcap.clone(),
             hexdump: args.hexdump,
             trace: args.trace,
+            answer_group: args.answer_group,
+            joins: args.join.clone(),
+            recv_buffer: args.recv_buffer,
         }
     }
 }
 
 fn parse_addr(text: &str) -> Result<SocketAddr, String> {
-    text.parse().map_err(|_| {
-        format!("`{text}` is not an IP address with a port; write e.g. 127.0.0.1:50000 or [::1]:0")
-    })
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    // A link-local address with its interface by name: `[fe80::1%eth0]:0`.
+    if let Some((ip, name, port)) = scoped_by_name(text) {
+        let index = crate::sys::interface_index(name).map_err(|e| {
+            format!("`{text}`: no interface {name} ({e}); `ip link` lists them, by name and index")
+        })?;
+        return Ok(SocketAddr::V6(std::net::SocketAddrV6::new(
+            ip, port, 0, index,
+        )));
+    }
+    Err(format!(
+        "`{text}` is not an IP address with a port; write e.g. 127.0.0.1:50000 or [::1]:0 \
+         (a link-local one with its interface: [fe80::1%eth0]:0)"
+    ))
+}
+
+/// `[fe80::1%eth0]:50000` split into the address, the interface's name and the port.
+fn scoped_by_name(text: &str) -> Option<(std::net::Ipv6Addr, &str, u16)> {
+    let (inside, port) = text.strip_prefix('[')?.rsplit_once("]:")?;
+    let (ip, name) = inside.split_once('%')?;
+    Some((ip.parse().ok()?, name, port.parse().ok()?))
 }
 
 /// The longest duration any option takes: 365 days. Longer ones could not be added to a

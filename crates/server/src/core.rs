@@ -155,6 +155,14 @@ impl Core {
         self.summary
     }
 
+    /// Books a datagram sent to a broadcast or multicast address from `peer`, received and
+    /// not answered (see [`Summary::group_ignored`]).
+    pub fn group_ignored(&mut self, peer: SocketAddr) {
+        self.summary.received += 1;
+        self.summary.group_ignored += 1;
+        self.tally_peer(peer);
+    }
+
     /// Notes an answer the system would not send.
     pub fn send_failed(&mut self) {
         self.summary.send_failures += 1;

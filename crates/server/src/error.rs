@@ -44,6 +44,14 @@ pub enum Error {
         /// What the system said.
         source: io::Error,
     },
+    /// Occurs when a `--join` group cannot be joined (no such interface, an address the
+    /// interface cannot join).
+    Join {
+        /// The group and interface, as given (`239.1.2.3%eth0`).
+        join: String,
+        /// What the system said.
+        source: io::Error,
+    },
     /// Occurs when the socket cannot be configured or read after binding.
     Socket {
         /// What was being done.
@@ -88,6 +96,12 @@ impl fmt::Display for Error {
                  is writable, or give another --pcap FILE",
                 path.display()
             ),
+            Error::Join { join, source } => write!(
+                f,
+                "cannot join the multicast group --join {join}: {source}; check the interface's \
+                 name or index with `ip link` and that the group is a multicast address it can \
+                 join"
+            ),
             Error::Socket { doing, source } => write!(
                 f,
                 "socket error while {doing}: {source}; this is unexpected, please report it"
@@ -101,6 +115,7 @@ impl std::error::Error for Error {
         match self {
             Error::Bind { source, .. }
             | Error::Capture { source, .. }
+            | Error::Join { source, .. }
             | Error::Socket { source, .. } => Some(source),
             _ => None,
         }

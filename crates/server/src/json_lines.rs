@@ -203,6 +203,7 @@ impl JsonLines {
             rate_limited: u64,
             busy: u64,
             loops: u64,
+            group_ignored: u64,
             truncated: u64,
             peers: u64,
             /// Whether `peers` reached the tally's cap (then it is a lower bound).
@@ -210,6 +211,7 @@ impl JsonLines {
             lines_dropped: u64,
             amplification_dropped: u64,
             send_failures: u64,
+            kernel_dropped: u64,
             sink: Option<Sink>,
         }
         let capped = summary.peers >= PEER_TALLY_CAP as u64;
@@ -225,12 +227,14 @@ impl JsonLines {
                 rate_limited: summary.rate_limited,
                 busy: summary.busy,
                 loops: summary.loops,
+                group_ignored: summary.group_ignored,
                 truncated: summary.truncated,
                 peers: summary.peers,
                 peers_capped: capped,
                 lines_dropped: summary.lines_dropped,
                 amplification_dropped: summary.amplification_dropped,
                 send_failures: summary.send_failures,
+                kernel_dropped: summary.kernel_dropped,
                 sink: summary.sink.map(|sink| Sink {
                     datagrams: sink.datagrams,
                     bytes: sink.bytes,
@@ -376,7 +380,7 @@ mod tests {
             ..Summary::default()
         };
         expect_test::expect![[r#"
-            {"event":"summary","received":3,"counted":1,"duplicates":0,"malformed":0,"rate_limited":0,"busy":0,"loops":2,"truncated":0,"peers":65536,"peers_capped":true,"lines_dropped":0,"amplification_dropped":0,"send_failures":0,"sink":null}
+            {"event":"summary","received":3,"counted":1,"duplicates":0,"malformed":0,"rate_limited":0,"busy":0,"loops":2,"group_ignored":0,"truncated":0,"peers":65536,"peers_capped":true,"lines_dropped":0,"amplification_dropped":0,"send_failures":0,"kernel_dropped":0,"sink":null}
         "#]]
         .assert_eq(&String::from_utf8_lossy(&JsonLines::summary(&summary)));
         expect_test::expect![[r#"

@@ -45,9 +45,12 @@ mod summary;
 mod sys;
 mod timeline;
 mod trace;
+mod unanswered;
 
 pub use amplification::{AMPLIFICATION_FACTOR, AmplificationBudget, wire_len};
-pub use args::{Args, Config, Encoding, MAX_DURATION, Mode, Output, RateLimit};
+pub use args::{
+    Args, Config, Encoding, Interface, Join, MAX_DURATION, Mode, Output, RateLimit, parse_join,
+};
 pub use arrivals::Arrivals;
 pub use capture::{CAPTURE_EXIT_WAIT, CAPTURE_QUEUE_BYTES, Capture};
 pub use core::{Answer, Core, Event, Handled};
@@ -61,7 +64,9 @@ pub use server::Server;
 pub use shared::{AccessCounter, CLAIM_WINDOW, GroupClaims, MAX_WORKERS, Shared};
 pub use sink::{Sink, TutorialLines};
 pub use summary::{PEER_TALLY_CAP, Summary};
+pub use sys::{RECEIVE_BUFFER_BYTES, RecvBuffer};
 pub use trace::SocketTrace;
+pub use unanswered::Unanswered;
 
 use std::sync::atomic::AtomicBool;
 
@@ -88,6 +93,11 @@ pub fn run(config: Config, stop: &AtomicBool, console: &Console) -> Result<Summa
         .push(format!("listening on udp {bound}{}\n", stacks(&config)).as_bytes());
     if config.output == Output::Json {
         console.stdout.push(&JsonLines::listening(bound));
+    }
+    if let Some(buffer) = server.recv_buffer()
+        && let Some(warning) = short_buffer(buffer, config.recv_buffer.is_some())
+    {
+        log::warn!("{warning}");
     }
     if !config.bind.ip().to_canonical().is_loopback() {
         log::warn!(
@@ -118,10 +128,37 @@ pub fn run(config: Config, stop: &AtomicBool, console: &Console) -> Result<Summa
     Ok(summary)
 }
 
+/// The warning for a receive buffer smaller than asked, when `--recv-buffer` asked for it
+/// (the default's shortfall is only logged at debug level: most systems cap it lower).
+fn short_buffer(buffer: RecvBuffer, asked_by_user: bool) -> Option<String> {
+    let granted = buffer.granted?;
+    if granted >= buffer.asked {
+        return None;
+    }
+    let text = format!(
+        "--recv-buffer {}: the kernel granted {granted} bytes, less than asked; raise its cap \
+         with `sysctl -w net.core.rmem_max={}` (as root), then restart the server",
+        buffer.asked, buffer.asked
+    );
+    if asked_by_user {
+        Some(text)
+    } else {
+        log::debug!(
+            "receive buffer: {granted} bytes granted of {} asked",
+            buffer.asked
+        );
+        None
+    }
+}
+
 /// What the announce line adds after the address of a wildcard IPv6 bind: which IP versions it
 /// serves, since `[::]` alone does not say.
 fn stacks(config: &Config) -> &'static str {
     match config.bind.ip() {
+        // The IPv4 wildcard, through an IPv6 socket.
+        std::net::IpAddr::V6(ip) if ip.to_ipv4_mapped().is_some_and(|v4| v4.is_unspecified()) => {
+            " (IPv4 only)"
+        }
         std::net::IpAddr::V6(ip) if ip.is_unspecified() && config.ipv6_only => " (IPv6 only)",
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => " (IPv4 too)",
         _ => "",

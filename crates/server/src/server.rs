@@ -25,9 +25,12 @@ use crate::capture::{Capture, Tap};
 use crate::core::{Answer, Core, Handled};
 use crate::shared::{Shared, lock};
 use crate::sink::Sink;
-use crate::sys::{self, BATCH, Batch, Outgoing, RecvMeta, ServerSocket, Waker};
+use crate::sys::{
+    self, BATCH, Batch, Outgoing, RecvBuffer, RecvMeta, ServerSocket, SocketOptions, Waker,
+};
 use crate::trace::SocketTrace;
-use crate::{Config, Error, Summary};
+use crate::unanswered::Unanswered;
+use crate::{Config, Error, Interface, Summary};
 
 /// How often the watch (see [`Server::run`]) looks at the stop flag: a stop request is seen
 /// within this long. Signals are never relied on to interrupt a receive (EINTR is not
@@ -61,8 +64,26 @@ impl Server {
         } else {
             config.workers.max(1)
         };
-        let sockets = ServerSocket::bind_group(config.bind, workers, config.ipv6_only, trace)
+        let options = SocketOptions {
+            v6only: config.ipv6_only,
+            recv_buffer: config.recv_buffer,
+        };
+        let sockets = ServerSocket::bind_group(config.bind, workers, &options, trace)
             .map_err(|e| Error::from_bind(config.bind, e))?;
+        for join in &config.joins {
+            let failed = |source| Error::Join {
+                join: join.to_string(),
+                source,
+            };
+            let ifindex = match &join.interface {
+                Interface::Index(index) => *index,
+                Interface::Name(name) => sys::interface_index(name).map_err(failed)?,
+            };
+            // Every socket of the group joins: membership is per socket.
+            for socket in &sockets {
+                socket.join(join.group, ifindex).map_err(failed)?;
+            }
+        }
         for socket in &sockets {
             // Set once here: the loop makes no system call but the receive and the send.
             socket.limit_waits(POLL).map_err(|source| Error::Socket {
@@ -89,6 +110,11 @@ impl Server {
     pub fn with_capture(mut self, capture: Capture) -> Server {
         self.capture = capture.is_on().then_some(capture);
         self
+    }
+
+    /// The receive buffer the (first) socket asked for and got.
+    pub fn recv_buffer(&self) -> Option<RecvBuffer> {
+        self.sockets.first().map(ServerSocket::recv_buffer)
     }
 
     /// The configuration it serves by.
@@ -278,7 +304,33 @@ struct Decided<'a> {
     /// The sender as the socket knows it, to answer.
     to: SocketAddr,
     local: Option<IpAddr>,
+    /// The interface it came in on (see [`RecvMeta::ifindex`]).
+    ifindex: u32,
     handled: Handled<'a>,
+}
+
+/// Which datagrams sent to a broadcast or multicast address the server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct GroupPolicy {
+    /// `--answer-group`: all of them.
+    all: bool,
+    /// `--join`: those sent to a multicast group (with `IP_MULTICAST_ALL` off, the socket gets
+    /// only the groups it joined).
+    joined: bool,
+}
+
+impl GroupPolicy {
+    fn new(config: &Config) -> GroupPolicy {
+        GroupPolicy {
+            all: config.answer_group,
+            joined: !config.joins.is_empty(),
+        }
+    }
+
+    /// Whether the datagram `meta` tells of is answered.
+    fn answers(self, meta: &RecvMeta) -> bool {
+        !meta.group || self.all || self.joined && meta.multicast
+    }
 }
 
 /// One worker: a socket and everything its loop reuses.
@@ -300,6 +352,13 @@ struct Worker {
     decided: Vec<Decided<'static>>,
     /// Copies of the datagrams (`--pcap`, `--hexdump`), when asked for.
     tap: Option<Tap>,
+    /// Which group datagrams are answered.
+    groups: GroupPolicy,
+    /// Whether this worker knows the first group datagram ignored has been told of (once per
+    /// server, [`Shared::group_told`]); saves the shared flag's cache line.
+    told_group: bool,
+    /// The warnings about answers the system would not send, throttled.
+    unanswered: Unanswered,
 }
 
 impl Worker {
@@ -333,6 +392,9 @@ impl Worker {
                 .collect(),
             decided: Vec::with_capacity(BATCH),
             tap: capture.map(|capture| capture.tap(local)),
+            groups: GroupPolicy::new(config),
+            told_group: false,
+            unanswered: Unanswered::default(),
         })
     }
 
@@ -390,7 +452,9 @@ impl Worker {
                 break;
             }
         }
-        self.core.into_summary()
+        let mut summary = self.core.into_summary();
+        summary.kernel_dropped = self.socket.kernel_dropped(&self.batch);
+        summary
     }
 
     /// Decides, answers and shows the first `count` datagrams of the batch.
@@ -406,6 +470,9 @@ impl Worker {
             answers,
             decided: spare,
             tap,
+            groups,
+            told_group,
+            unanswered,
         } = self;
         let mut decided = recycle(mem::take(spare));
         if let Some(tap) = tap {
@@ -432,6 +499,20 @@ impl Worker {
                 continue;
             }
             let peer = canonical_peer(to);
+            // Answering every broadcast or multicast datagram would make each one draw an
+            // answer from every server on the link: only those asked for are.
+            if !groups.answers(meta) {
+                core.group_ignored(peer);
+                if !*told_group && !shared.group_told.swap(true, Ordering::Relaxed) {
+                    *told_group = true;
+                    log::warn!(
+                        "{peer}: a datagram sent to a broadcast or multicast address, not \
+                         answered (counted as group-ignored); --answer-group or --join \
+                         GROUP%IFNAME answers such datagrams"
+                    );
+                }
+                continue;
+            }
             let Some(answer) = answers.get_mut(slot) else {
                 continue;
             };
@@ -447,6 +528,7 @@ impl Worker {
                 peer,
                 to,
                 local: meta.local,
+                ifindex: if meta.group { meta.ifindex } else { 0 },
                 handled,
             });
         }
@@ -465,6 +547,7 @@ impl Worker {
                     datagram: answer,
                     peer: d.to,
                     local: d.local,
+                    ifindex: d.ifindex,
                 });
                 whose.push(at);
             }
@@ -476,12 +559,14 @@ impl Worker {
                 *failed = true;
             }
             let peer = whose.get(k).and_then(|&at| decided.get(at)).map(|d| d.peer);
-            match peer {
-                Some(peer) => log::warn!("could not answer {peer}: {e}"),
-                None => log::warn!("could not send an answer: {e}"),
+            if let Some(line) = unanswered.failed(peer, &e, now) {
+                log::warn!("{line}");
             }
         });
         if let Some(report) = core.take_rate_report(now) {
+            log::warn!("{report}");
+        }
+        if let Some(report) = unanswered.take_report(now) {
             log::warn!("{report}");
         }
 
@@ -568,11 +653,13 @@ fn add(total: &mut Summary, part: &Summary) {
         rate_limited,
         busy,
         loops,
+        group_ignored,
         truncated,
         peers,
         lines_dropped,
         amplification_dropped,
         send_failures,
+        kernel_dropped,
         sink,
     } = part;
     total.received += received;
@@ -582,11 +669,13 @@ fn add(total: &mut Summary, part: &Summary) {
     total.rate_limited += rate_limited;
     total.busy += busy;
     total.loops += loops;
+    total.group_ignored += group_ignored;
     total.truncated += truncated;
     total.peers += peers;
     total.lines_dropped += lines_dropped;
     total.amplification_dropped += amplification_dropped;
     total.send_failures += send_failures;
+    total.kernel_dropped += kernel_dropped;
     if let Some(part) = sink {
         let proto::probe::SinkReport {
             datagrams,
@@ -617,6 +706,37 @@ mod tests {
             (recycled.as_ptr() as usize, recycled.capacity()),
             (at, capacity)
         );
+    }
+
+    #[test]
+    fn group_datagrams_are_answered_only_when_asked_for() {
+        let unicast = RecvMeta::EMPTY;
+        let broadcast = RecvMeta {
+            group: true,
+            ..RecvMeta::EMPTY
+        };
+        let multicast = RecvMeta {
+            group: true,
+            multicast: true,
+            ..RecvMeta::EMPTY
+        };
+        let mut config = Config::new("0.0.0.0:0".parse().unwrap());
+        let by_default = GroupPolicy::new(&config);
+        assert!(by_default.answers(&unicast));
+        assert!(!by_default.answers(&broadcast));
+        assert!(!by_default.answers(&multicast));
+        config.joins = vec![crate::args::parse_join("239.1.2.3%1").unwrap()];
+        let joined = GroupPolicy::new(&config);
+        assert!(joined.answers(&unicast));
+        assert!(
+            !joined.answers(&broadcast),
+            "--join does not answer broadcasts"
+        );
+        assert!(joined.answers(&multicast));
+        config.joins.clear();
+        config.answer_group = true;
+        let all = GroupPolicy::new(&config);
+        assert!(all.answers(&broadcast) && all.answers(&multicast) && all.answers(&unicast));
     }
 
     #[test]

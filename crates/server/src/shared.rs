@@ -48,6 +48,8 @@ pub struct Shared {
     pub budget: Mutex<AmplificationBudget>,
     /// Broadcast and multicast datagrams already taken by a worker.
     pub claims: Mutex<GroupClaims>,
+    /// Whether a group datagram left unanswered has been told of (once per server).
+    pub group_told: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -64,6 +66,7 @@ impl Shared {
             }),
             budget: Mutex::new(AmplificationBudget::default()),
             claims: Mutex::new(GroupClaims::new(workers)),
+            group_told: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }

@@ -9,7 +9,7 @@ use proto::probe::SinkReport;
 pub const PEER_TALLY_CAP: usize = 65_536;
 
 /// What the server saw. The books always balance:
-/// `received = counted + duplicates + malformed + rate_limited + busy + loops`.
+/// `received = counted + duplicates + malformed + rate_limited + busy + loops + group_ignored`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     /// Datagrams received.
@@ -32,6 +32,10 @@ pub struct Summary {
     /// Datagrams not answered because answering could start a loop: a server's answer, a
     /// well-known source port, or an echo of our last answer (docs/PROTOCOL.md, "Loops").
     pub loops: u64,
+    /// Datagrams sent to a broadcast or multicast address, not answered (neither
+    /// `--answer-group` nor `--join` asked for them): answering every such datagram would let
+    /// one datagram draw an answer from every server on the link.
+    pub group_ignored: u64,
     /// Counted datagrams longer than `--buffer`, cut and reported.
     pub truncated: u64,
     /// Distinct peers (address and port), exact up to [`PEER_TALLY_CAP`].
@@ -43,6 +47,9 @@ pub struct Summary {
     pub amplification_dropped: u64,
     /// Answers the system would not send.
     pub send_failures: u64,
+    /// Datagrams the kernel dropped before the server could receive them, its receive buffer
+    /// being full (`SO_RXQ_OVFL`, Linux). Not part of `received`: these never were.
+    pub kernel_dropped: u64,
     /// In sink mode, what arrived from every source (report queries left out): datagrams,
     /// bytes, and the probes lost, reordered and duplicated.
     pub sink: Option<SinkReport>,
@@ -53,7 +60,7 @@ impl fmt::Display for Summary {
         write!(
             f,
             "received {}, counted {}, duplicates {}, malformed {}, rate-limited {}, busy {}, \
-             loops {}, truncated {}, peers ",
+             loops {}, ",
             self.received,
             self.counted,
             self.duplicates,
@@ -61,8 +68,13 @@ impl fmt::Display for Summary {
             self.rate_limited,
             self.busy,
             self.loops,
-            self.truncated,
         )?;
+        // Shown only when it happened, so that the summary of a server that never saw a
+        // broadcast reads as before; it belongs to the identity, so it stands by `loops`.
+        if self.group_ignored > 0 {
+            write!(f, "group-ignored {}, ", self.group_ignored)?;
+        }
+        write!(f, "truncated {}, peers ", self.truncated)?;
         if self.peers >= PEER_TALLY_CAP as u64 {
             write!(f, "≥65,536")?;
         } else {
@@ -76,6 +88,13 @@ impl fmt::Display for Summary {
             if value > 0 {
                 write!(f, ", {name} {value}")?;
             }
+        }
+        if self.kernel_dropped > 0 {
+            write!(
+                f,
+                ", dropped by the kernel {} (receive buffer full)",
+                self.kernel_dropped
+            )?;
         }
         if let Some(sink) = &self.sink {
             write!(f, ", sink: {sink}")?;
@@ -110,6 +129,20 @@ mod tests {
             ..Summary::default()
         };
         expect_test::expect!["received 3, counted 1, duplicates 0, malformed 0, rate-limited 0, busy 0, loops 2, truncated 0, peers 1, lines dropped 7"]
+            .assert_eq(&summary.to_string());
+    }
+
+    #[test]
+    fn group_ignored_stands_in_the_identity_and_kernel_drops_outside_it() {
+        let summary = Summary {
+            received: 5,
+            counted: 2,
+            group_ignored: 3,
+            peers: 2,
+            kernel_dropped: 40,
+            ..Summary::default()
+        };
+        expect_test::expect!["received 5, counted 2, duplicates 0, malformed 0, rate-limited 0, busy 0, loops 0, group-ignored 3, truncated 0, peers 2, dropped by the kernel 40 (receive buffer full)"]
             .assert_eq(&summary.to_string());
     }
 }

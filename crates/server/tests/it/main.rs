@@ -8,6 +8,7 @@ mod capture;
 mod dual_stack;
 mod encoding;
 mod library;
+mod real_networks;
 mod shell;
 mod workers;
 

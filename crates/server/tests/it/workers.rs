@@ -179,12 +179,20 @@ fn idle_means_no_datagram_on_any_worker() -> Result {
     Ok(())
 }
 
-/// A broadcast datagram reaches every socket of a SO_REUSEPORT group: the server answers and
-/// counts it once. Loopback has a broadcast address (127.255.255.255) on Linux, which only a
-/// wildcard bind receives; where the system refuses to send to it, the test says so and skips.
+/// A broadcast datagram reaches every socket of a SO_REUSEPORT group: with --answer-group the
+/// server answers and counts it once. Loopback has a broadcast address (127.255.255.255) on
+/// Linux, which only a wildcard bind receives; where the system refuses to send to it, the
+/// test says so and skips.
 #[test]
 fn a_broadcast_is_answered_and_counted_once_by_two_workers() -> Result {
-    let server = spawn(&["--bind", "0.0.0.0:0", "--workers", "2", "--quiet"])?;
+    let server = spawn(&[
+        "--bind",
+        "0.0.0.0:0",
+        "--workers",
+        "2",
+        "--quiet",
+        "--answer-group",
+    ])?;
     let peer = UdpSocket::bind("127.0.0.1:0")?;
     peer.set_broadcast(true)?;
     let broadcast = SocketAddr::from(([127, 255, 255, 255], server.addr.port()));
@@ -218,6 +226,53 @@ fn a_broadcast_is_answered_and_counted_once_by_two_workers() -> Result {
     assert_eq!(code, 0);
     assert!(
         err.contains(&format!("summary: received {rounds}, counted {rounds},")),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// Without --answer-group, a broadcast datagram is not answered: it is counted once (two
+/// workers get a copy each) as group-ignored, and the books still balance.
+#[test]
+fn a_broadcast_is_ignored_and_counted_once_without_answer_group() -> Result {
+    let server = spawn(&["--bind", "0.0.0.0:0", "--workers", "2", "--quiet"])?;
+    let peer = UdpSocket::bind("127.0.0.1:0")?;
+    peer.set_broadcast(true)?;
+    let broadcast = SocketAddr::from(([127, 255, 255, 255], server.addr.port()));
+    let rounds = 3;
+    for n in 1..=rounds {
+        if let Err(e) = peer.send_to(format!("anyone there? {n}").as_bytes(), broadcast) {
+            eprintln!("SKIP a_broadcast_is_ignored: cannot send to {broadcast}: {e}");
+            return Ok(());
+        }
+    }
+    // A unicast datagram after them is answered: the server is there, and it has read the
+    // broadcasts before it (one peer, one worker, in order).
+    let unicast = SocketAddr::from(([127, 0, 0, 1], server.addr.port()));
+    peer.send_to(b"and you?", unicast)?;
+    peer.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = [0; 64];
+    let (len, from) = peer.recv_from(&mut buf)?;
+    assert_eq!(&buf[..len], b"Access count: 1");
+    assert_eq!(from, unicast);
+    peer.set_read_timeout(Some(Duration::from_millis(300)))?;
+    if let Ok((len, _)) = peer.recv_from(&mut buf) {
+        return Err(format!(
+            "a broadcast was answered: {:?}",
+            String::from_utf8_lossy(&buf[..len])
+        )
+        .into());
+    }
+    sigterm(server.child.id())?;
+    let (code, _, err) = server.finish()?;
+    assert_eq!(code, 0);
+    // received = counted + duplicates + malformed + rate-limited + busy + loops + group-ignored
+    assert!(
+        err.contains(&format!(
+            "summary: received {}, counted 1, duplicates 0, malformed 0, rate-limited 0, \
+             busy 0, loops 0, group-ignored {rounds}, truncated 0,",
+            rounds + 1
+        )),
         "{err}"
     );
     Ok(())
