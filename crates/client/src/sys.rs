@@ -226,7 +226,11 @@ impl Socket {
     /// The path MTU the kernel knows towards the peer (IP_MTU / IPV6_MTU, connected sockets).
     pub(crate) fn path_mtu(&self) -> Option<u32> {
         let mtu = imp::path_mtu(&self.socket, self.peer);
-        let option = if self.peer.is_ipv4() { "IP_MTU" } else { "IPV6_MTU" };
+        let option = if self.peer.is_ipv4() {
+            "IP_MTU"
+        } else {
+            "IPV6_MTU"
+        };
         self.trace.done(format_args!("getsockopt({option})"), &mtu);
         mtu.ok()
     }
