@@ -301,7 +301,7 @@ mod tests {
             ),
             (
                 "udptalk-client",
-                &["udptalk-client", "ping", "--inter"],
+                &["udptalk-client", "ping", "--interv"],
                 "--interval",
             ),
         ];

@@ -157,7 +157,7 @@ mod tests {
             format!(
                 r#"{{"event":"datagram",{peer},"bytes":5,"outcome":"loop","cause":"repeats"}}"#
             ),
-            r#"{"event":"summary","received":1,"counted":1,"duplicates":0,"malformed":0,"rate_limited":0,"busy":0,"loops":0,"truncated":0,"peers":1,"peers_capped":false,"lines_dropped":0,"amplification_dropped":0,"send_failures":0,"sink":{"datagrams":1,"bytes":14,"lost":0,"reordered":0,"duplicated":0}}"#.to_owned(),
+            r#"{"event":"summary","received":1,"counted":1,"duplicates":0,"malformed":0,"rate_limited":0,"busy":0,"loops":0,"group_ignored":0,"truncated":0,"peers":1,"peers_capped":false,"lines_dropped":0,"amplification_dropped":0,"send_failures":0,"kernel_dropped":0,"sink":{"datagrams":1,"bytes":14,"lost":0,"reordered":0,"duplicated":0}}"#.to_owned(),
             r#"{"event":"exit","code":130,"end":"interrupted","error":"interrupted by SIGINT"}"#.to_owned(),
         ] {
             schema.check_line(&good)?;
