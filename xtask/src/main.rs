@@ -21,6 +21,7 @@
 //! lab (Linux network namespaces) are Unix only and are skipped elsewhere with the reason.
 
 mod bench;
+mod cross;
 mod demo;
 mod dist;
 mod faults;
@@ -33,7 +34,6 @@ mod strace;
 mod tally;
 mod test;
 mod trace;
-mod windows;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

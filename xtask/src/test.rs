@@ -2,10 +2,10 @@
 //!
 //! Stages, in order, each announced, the first failure ending the run with a non-zero exit:
 //! `cargo fmt --all --check`, `cargo clippy --workspace --all-targets -- -D warnings`,
-//! `cargo test --workspace`, `cargo check --workspace --all-targets --target
-//! x86_64-pc-windows-gnu` ([`crate::windows`]: skipped with the reason where that target's
-//! standard library is missing), `cargo build --workspace --bins` (already done by the tests'
-//! build, so it only checks), then the loopback matrix of [`crate::matrix`], the faults stage
+//! `cargo test --workspace`, `cargo check --workspace --all-targets --target T` for Windows
+//! and macOS ([`crate::cross`]: skipped with the reason where a target's standard library is
+//! missing), `cargo build --workspace --bins` (already done by the tests' build, so it only
+//! checks), then the loopback matrix of [`crate::matrix`], the faults stage
 //! of [`crate::faults`], the strace rows of [`crate::strace`] and the lab of [`crate::lab`]
 //! (test hosts in network namespaces; skipped with the reason without root, `ip` or `nft`).
 //! They share one [`Tally`](crate::tally::Tally), so the run ends with one line,
@@ -45,8 +45,8 @@ pub fn run(args: &Args) -> Result<(), String> {
     }
     let mut tally = Tally::default();
     if !args.matrix_only && !args.faults_only {
-        println!("==> windows (the workspace builds for Windows)");
-        crate::windows::check(&mut tally)?;
+        println!("==> other systems (the workspace builds for Windows and macOS)");
+        crate::cross::check(&mut tally)?;
     }
     crate::cargo(&["build", "--workspace", "--bins"])?;
     let filter = args.filter.as_deref();

@@ -20,6 +20,10 @@ use std::time::Duration;
 
 #[cfg(not(unix))]
 use fallback as imp;
+#[cfg(target_os = "linux")]
+use linux_paths as paths;
+#[cfg(not(target_os = "linux"))]
+use portable_paths as paths;
 use socket2::{Domain, Protocol, Type};
 #[cfg(unix)]
 use unix as imp;
@@ -112,7 +116,7 @@ impl Socket {
             "socket({}, SOCK_DGRAM) → fd {fd}",
             family(peer)
         ));
-        imp::set_options(&socket, peer, options, &trace)?;
+        paths::set_options(&socket, peer, options, &trace)?;
         let bound = socket.bind(&local.into());
         trace.done(format_args!("bind({local})"), &bound);
         bound.map_err(|source| Error::Source {
@@ -220,12 +224,12 @@ impl Socket {
     /// The newest ICMP error queued on the socket (IP_RECVERR / IPV6_RECVERR), the queue
     /// emptied; `None` when it is empty or this system has none.
     pub(crate) fn path_error(&mut self) -> Option<PathError> {
-        imp::read_error_queue(&self.socket, &self.trace)
+        paths::read_error_queue(&self.socket, &self.trace)
     }
 
     /// The path MTU the kernel knows towards the peer (IP_MTU / IPV6_MTU, connected sockets).
     pub(crate) fn path_mtu(&self) -> Option<u32> {
-        let mtu = imp::path_mtu(&self.socket, self.peer);
+        let mtu = paths::path_mtu(&self.socket, self.peer);
         let option = if self.peer.is_ipv4() {
             "IP_MTU"
         } else {
@@ -468,7 +472,7 @@ pub(crate) fn interface_index(name: &str) -> Option<u32> {
 
 /// Whether `e` says a datagram is over the MTU (EMSGSIZE).
 pub(crate) fn too_big(e: &io::Error) -> bool {
-    imp::too_big(e)
+    paths::too_big(e)
 }
 
 /// Makes SIGINT, SIGTERM and SIGHUP store their [`crate::Signal`] number in `flag` instead of
@@ -504,23 +508,19 @@ impl TerminalModes {
 #[cfg(unix)]
 mod unix {
     use std::ffi::OsString;
-    use std::io::{self, IoSliceMut};
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+    use std::io;
+    use std::net::UdpSocket;
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStringExt;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize};
 
     use nix::errno::Errno;
-    use nix::sys::socket::{
-        ControlMessageOwned, MsgFlags, SockaddrStorage, recv, recvmsg, setsockopt, sockopt,
-    };
+    use nix::sys::socket::{MsgFlags, recv};
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-    use crate::icmp::{Origin, PathError};
-    use crate::options::SocketOptions;
+    use crate::Signal;
     use crate::trace::SocketTrace;
-    use crate::{Error, Signal};
 
     /// The socket's descriptor, as traces name it.
     pub(super) fn fd(socket: &socket2::Socket) -> i32 {
@@ -563,216 +563,10 @@ mod unix {
         Ok(drained)
     }
 
-    pub(super) fn too_big(e: &io::Error) -> bool {
-        e.raw_os_error() == Some(Errno::EMSGSIZE as i32)
-    }
-
     pub(super) fn interface_index(name: &str) -> Option<u32> {
         nix::net::if_::if_nametoindex(name)
             .ok()
             .filter(|index| *index > 0)
-    }
-
-    /// Sets what `options` asks for on `socket` (before it is bound), and IP_RECVERR /
-    /// IPV6_RECVERR always: ICMP errors are then queued with who sent them.
-    pub(super) fn set_options(
-        socket: &socket2::Socket,
-        peer: SocketAddr,
-        options: &SocketOptions,
-        trace: &SocketTrace,
-    ) -> Result<(), Error> {
-        let v4 = peer.is_ipv4();
-        let failed = |flag: &'static str| move |source: io::Error| Error::Option { flag, source };
-        if let Some(name) = &options.interface {
-            let bound = socket.bind_device(Some(name.as_bytes()));
-            trace.done(
-                format_args!("setsockopt(SO_BINDTODEVICE, {name:?})"),
-                &bound,
-            );
-            bound.map_err(|source| Error::Interface {
-                flag: "--interface",
-                name: name.clone(),
-                source: (source.raw_os_error() != Some(Errno::ENODEV as i32)).then_some(source),
-            })?;
-        }
-        if let Some(ttl) = options.ttl {
-            let ttl = u32::from(ttl);
-            let (call, set) = if v4 {
-                ("IP_TTL", socket.set_ttl_v4(ttl))
-            } else {
-                ("IPV6_UNICAST_HOPS", socket.set_unicast_hops_v6(ttl))
-            };
-            trace.done(format_args!("setsockopt({call}, {ttl})"), &set);
-            set.map_err(failed("--ttl"))?;
-        }
-        if let Some(tos) = options.tos {
-            let tos = u32::from(tos);
-            let (call, set) = if v4 {
-                ("IP_TOS", socket.set_tos_v4(tos))
-            } else {
-                ("IPV6_TCLASS", socket.set_tclass_v6(tos))
-            };
-            trace.done(format_args!("setsockopt({call}, {tos})"), &set);
-            set.map_err(failed("--tos"))?;
-        }
-        if options.dont_fragment {
-            let (call, set) = if v4 {
-                (
-                    "IP_MTU_DISCOVER, IP_PMTUDISC_DO",
-                    rustix::net::sockopt::set_ip_mtu_discover(
-                        socket,
-                        rustix::net::sockopt::Ipv4PathMtuDiscovery::DO,
-                    )
-                    .map_err(io::Error::from),
-                )
-            } else {
-                (
-                    "IPV6_DONTFRAG, 1",
-                    setsockopt(socket, sockopt::Ipv6DontFrag, &true).map_err(io::Error::from),
-                )
-            };
-            trace.done(format_args!("setsockopt({call})"), &set);
-            set.map_err(failed("--dont-fragment"))?;
-        }
-        if options.broadcast && v4 {
-            let set = socket.set_broadcast(true);
-            trace.done(format_args!("setsockopt(SO_BROADCAST, 1)"), &set);
-            set.map_err(failed("--broadcast"))?;
-        }
-        if let Some(ttl) = options.multicast_ttl {
-            let ttl = u32::from(ttl);
-            let (call, set) = if v4 {
-                ("IP_MULTICAST_TTL", socket.set_multicast_ttl_v4(ttl))
-            } else {
-                ("IPV6_MULTICAST_HOPS", socket.set_multicast_hops_v6(ttl))
-            };
-            trace.done(format_args!("setsockopt({call}, {ttl})"), &set);
-            set.map_err(failed("--multicast-ttl"))?;
-        }
-        if let Some(name) = &options.multicast_if {
-            let missing = || Error::Interface {
-                flag: "--multicast-if",
-                name: name.clone(),
-                source: None,
-            };
-            let set = if v4 {
-                // IP_MULTICAST_IF names the interface by one of its IPv4 addresses.
-                let addr = nix::ifaddrs::getifaddrs()
-                    .ok()
-                    .into_iter()
-                    .flatten()
-                    .filter(|ifaddr| ifaddr.interface_name == *name)
-                    .find_map(|ifaddr| {
-                        ifaddr
-                            .address
-                            .and_then(|a| a.as_sockaddr_in().map(|sin| sin.ip()))
-                    })
-                    .ok_or_else(missing)?;
-                let set = socket.set_multicast_if_v4(&addr);
-                trace.done(format_args!("setsockopt(IP_MULTICAST_IF, {addr})"), &set);
-                set
-            } else {
-                let index = interface_index(name).ok_or_else(missing)?;
-                let set = socket.set_multicast_if_v6(index);
-                trace.done(format_args!("setsockopt(IPV6_MULTICAST_IF, {index})"), &set);
-                set
-            };
-            set.map_err(failed("--multicast-if"))?;
-        }
-        let (call, set) = if v4 {
-            (
-                "IP_RECVERR",
-                setsockopt(socket, sockopt::Ipv4RecvErr, &true),
-            )
-        } else {
-            (
-                "IPV6_RECVERR",
-                setsockopt(socket, sockopt::Ipv6RecvErr, &true),
-            )
-        };
-        let set = set.map_err(io::Error::from);
-        trace.done(format_args!("setsockopt({call}, 1)"), &set);
-        if let Err(e) = set {
-            log::debug!("ICMP errors will not say who sent them: {e}");
-        }
-        Ok(())
-    }
-
-    /// Empties the error queue (`recvmsg` with MSG_ERRQUEUE), returning its newest entry.
-    pub(super) fn read_error_queue(socket: &UdpSocket, trace: &SocketTrace) -> Option<PathError> {
-        let mut newest = None;
-        // The queue holds a few entries at most; the bound keeps a flood from holding us here.
-        for _ in 0..64 {
-            let mut data = [0u8; 64];
-            let mut iov = [IoSliceMut::new(&mut data)];
-            let mut space = nix::cmsg_space!(nix::libc::sock_extended_err, nix::libc::sockaddr_in6);
-            let received = recvmsg::<SockaddrStorage>(
-                socket.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
-            );
-            let message = match received {
-                Ok(message) => message,
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => break,
-                Err(errno) => {
-                    trace.failed("recvmsg(…, MSG_ERRQUEUE)", &errno.into());
-                    break;
-                }
-            };
-            let Ok(cmsgs) = message.cmsgs() else {
-                break;
-            };
-            for cmsg in cmsgs {
-                let (ee, offender) = match cmsg {
-                    ControlMessageOwned::Ipv4RecvErr(ee, offender) => (
-                        ee,
-                        offender.map(|sin| {
-                            IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
-                        }),
-                    ),
-                    ControlMessageOwned::Ipv6RecvErr(ee, offender) => (
-                        ee,
-                        offender.map(|sin6| IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))),
-                    ),
-                    _ => continue,
-                };
-                let error = PathError {
-                    // The kernel gives an offender of family AF_UNSPEC (all zeros) for none.
-                    offender: offender.filter(|ip| !ip.is_unspecified()),
-                    origin: match ee.ee_origin {
-                        nix::libc::SO_EE_ORIGIN_LOCAL => Origin::Local,
-                        nix::libc::SO_EE_ORIGIN_ICMP => Origin::Icmp,
-                        nix::libc::SO_EE_ORIGIN_ICMP6 => Origin::Icmp6,
-                        _ => Origin::Other,
-                    },
-                    icmp_type: ee.ee_type,
-                    code: ee.ee_code,
-                    info: ee.ee_info,
-                };
-                trace.call(format_args!(
-                    "recvmsg(…, MSG_ERRQUEUE) → {error} from {}{}",
-                    error.who(),
-                    if error.info > 0 {
-                        format!(", info {}", error.info)
-                    } else {
-                        String::new()
-                    }
-                ));
-                newest = Some(error);
-            }
-        }
-        newest
-    }
-
-    pub(super) fn path_mtu(socket: &UdpSocket, peer: SocketAddr) -> io::Result<u32> {
-        let mtu = if peer.is_ipv4() {
-            rustix::net::sockopt::ip_mtu(socket)
-        } else {
-            rustix::net::sockopt::ipv6_mtu(socket)
-        };
-        mtu.map_err(io::Error::from)
     }
 
     /// Whether [`grow_receive_buffer`] makes a system call.
@@ -1045,13 +839,10 @@ mod batch {
 mod fallback {
     use std::ffi::OsString;
     use std::io;
-    use std::net::{SocketAddr, UdpSocket};
+    use std::net::UdpSocket;
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
 
-    use crate::Error;
-    use crate::icmp::PathError;
-    use crate::options::SocketOptions;
     use crate::trace::SocketTrace;
 
     /// The socket's handle, as traces name it.
@@ -1068,81 +859,6 @@ mod fallback {
 
     pub(super) fn interface_index(_name: &str) -> Option<u32> {
         None
-    }
-
-    pub(super) fn too_big(_: &io::Error) -> bool {
-        false
-    }
-
-    /// The portable options through socket2; the others are Linux's.
-    pub(super) fn set_options(
-        socket: &socket2::Socket,
-        peer: SocketAddr,
-        options: &SocketOptions,
-        trace: &SocketTrace,
-    ) -> Result<(), Error> {
-        let v4 = peer.is_ipv4();
-        let unsupported = |flag: &'static str| Error::Option {
-            flag,
-            source: io::Error::new(
-                io::ErrorKind::Unsupported,
-                "this build of udptalk sets it on Linux only",
-            ),
-        };
-        if options.interface.is_some() {
-            return Err(unsupported("--interface"));
-        }
-        if options.dont_fragment {
-            return Err(unsupported("--dont-fragment"));
-        }
-        if options.multicast_if.is_some() {
-            return Err(unsupported("--multicast-if"));
-        }
-        if options.tos.is_some() && !v4 {
-            return Err(unsupported("--tos"));
-        }
-        let failed = |flag: &'static str| move |source: io::Error| Error::Option { flag, source };
-        if let Some(ttl) = options.ttl {
-            let set = if v4 {
-                socket.set_ttl_v4(u32::from(ttl))
-            } else {
-                socket.set_unicast_hops_v6(u32::from(ttl))
-            };
-            trace.done(format_args!("setsockopt(TTL, {ttl})"), &set);
-            set.map_err(failed("--ttl"))?;
-        }
-        if let Some(tos) = options.tos {
-            let set = socket.set_tos_v4(u32::from(tos));
-            trace.done(format_args!("setsockopt(IP_TOS, {tos})"), &set);
-            set.map_err(failed("--tos"))?;
-        }
-        if options.broadcast && v4 {
-            let set = socket.set_broadcast(true);
-            trace.done(format_args!("setsockopt(SO_BROADCAST, 1)"), &set);
-            set.map_err(failed("--broadcast"))?;
-        }
-        if let Some(ttl) = options.multicast_ttl {
-            let set = if v4 {
-                socket.set_multicast_ttl_v4(u32::from(ttl))
-            } else {
-                socket.set_multicast_hops_v6(u32::from(ttl))
-            };
-            trace.done(format_args!("setsockopt(MULTICAST_TTL, {ttl})"), &set);
-            set.map_err(failed("--multicast-ttl"))?;
-        }
-        Ok(())
-    }
-
-    /// No error queue here: a refusal is all the system says.
-    pub(super) fn read_error_queue(_: &UdpSocket, _: &SocketTrace) -> Option<PathError> {
-        None
-    }
-
-    pub(super) fn path_mtu(_: &UdpSocket, _: SocketAddr) -> io::Result<u32> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "this system does not tell the path MTU",
-        ))
     }
 
     /// Whether [`grow_receive_buffer`] makes a system call.
@@ -1220,6 +936,321 @@ mod fallback {
     }
 
     pub(super) use super::batch::{BatchHeaders, recv_batch, send_batch};
+}
+
+#[cfg(target_os = "linux")]
+mod linux_paths {
+    //! What the kernel says about a path (the error queue, the path MTU) and the options that
+    //! choose it: Linux's calls, behind the same functions `portable_paths` gives elsewhere.
+    use std::io::{self, IoSliceMut};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+    use std::os::fd::AsRawFd;
+
+    use super::imp::interface_index;
+
+    use nix::errno::Errno;
+    use nix::sys::socket::{
+        ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+    };
+
+    use crate::Error;
+    use crate::icmp::{Origin, PathError};
+    use crate::options::SocketOptions;
+    use crate::trace::SocketTrace;
+
+    pub(super) fn too_big(e: &io::Error) -> bool {
+        e.raw_os_error() == Some(Errno::EMSGSIZE as i32)
+    }
+
+    /// Sets what `options` asks for on `socket` (before it is bound), and IP_RECVERR /
+    /// IPV6_RECVERR always: ICMP errors are then queued with who sent them.
+    pub(super) fn set_options(
+        socket: &socket2::Socket,
+        peer: SocketAddr,
+        options: &SocketOptions,
+        trace: &SocketTrace,
+    ) -> Result<(), Error> {
+        let v4 = peer.is_ipv4();
+        let failed = |flag: &'static str| move |source: io::Error| Error::Option { flag, source };
+        if let Some(name) = &options.interface {
+            let bound = socket.bind_device(Some(name.as_bytes()));
+            trace.done(
+                format_args!("setsockopt(SO_BINDTODEVICE, {name:?})"),
+                &bound,
+            );
+            bound.map_err(|source| Error::Interface {
+                flag: "--interface",
+                name: name.clone(),
+                source: (source.raw_os_error() != Some(Errno::ENODEV as i32)).then_some(source),
+            })?;
+        }
+        if let Some(ttl) = options.ttl {
+            let ttl = u32::from(ttl);
+            let (call, set) = if v4 {
+                ("IP_TTL", socket.set_ttl_v4(ttl))
+            } else {
+                ("IPV6_UNICAST_HOPS", socket.set_unicast_hops_v6(ttl))
+            };
+            trace.done(format_args!("setsockopt({call}, {ttl})"), &set);
+            set.map_err(failed("--ttl"))?;
+        }
+        if let Some(tos) = options.tos {
+            let tos = u32::from(tos);
+            let (call, set) = if v4 {
+                ("IP_TOS", socket.set_tos_v4(tos))
+            } else {
+                ("IPV6_TCLASS", socket.set_tclass_v6(tos))
+            };
+            trace.done(format_args!("setsockopt({call}, {tos})"), &set);
+            set.map_err(failed("--tos"))?;
+        }
+        if options.dont_fragment {
+            let (call, set) = if v4 {
+                (
+                    "IP_MTU_DISCOVER, IP_PMTUDISC_DO",
+                    rustix::net::sockopt::set_ip_mtu_discover(
+                        socket,
+                        rustix::net::sockopt::Ipv4PathMtuDiscovery::DO,
+                    )
+                    .map_err(io::Error::from),
+                )
+            } else {
+                (
+                    "IPV6_DONTFRAG, 1",
+                    setsockopt(socket, sockopt::Ipv6DontFrag, &true).map_err(io::Error::from),
+                )
+            };
+            trace.done(format_args!("setsockopt({call})"), &set);
+            set.map_err(failed("--dont-fragment"))?;
+        }
+        if options.broadcast && v4 {
+            let set = socket.set_broadcast(true);
+            trace.done(format_args!("setsockopt(SO_BROADCAST, 1)"), &set);
+            set.map_err(failed("--broadcast"))?;
+        }
+        if let Some(ttl) = options.multicast_ttl {
+            let ttl = u32::from(ttl);
+            let (call, set) = if v4 {
+                ("IP_MULTICAST_TTL", socket.set_multicast_ttl_v4(ttl))
+            } else {
+                ("IPV6_MULTICAST_HOPS", socket.set_multicast_hops_v6(ttl))
+            };
+            trace.done(format_args!("setsockopt({call}, {ttl})"), &set);
+            set.map_err(failed("--multicast-ttl"))?;
+        }
+        if let Some(name) = &options.multicast_if {
+            let missing = || Error::Interface {
+                flag: "--multicast-if",
+                name: name.clone(),
+                source: None,
+            };
+            let set = if v4 {
+                // IP_MULTICAST_IF names the interface by one of its IPv4 addresses.
+                let addr = nix::ifaddrs::getifaddrs()
+                    .ok()
+                    .into_iter()
+                    .flatten()
+                    .filter(|ifaddr| ifaddr.interface_name == *name)
+                    .find_map(|ifaddr| {
+                        ifaddr
+                            .address
+                            .and_then(|a| a.as_sockaddr_in().map(|sin| sin.ip()))
+                    })
+                    .ok_or_else(missing)?;
+                let set = socket.set_multicast_if_v4(&addr);
+                trace.done(format_args!("setsockopt(IP_MULTICAST_IF, {addr})"), &set);
+                set
+            } else {
+                let index = interface_index(name).ok_or_else(missing)?;
+                let set = socket.set_multicast_if_v6(index);
+                trace.done(format_args!("setsockopt(IPV6_MULTICAST_IF, {index})"), &set);
+                set
+            };
+            set.map_err(failed("--multicast-if"))?;
+        }
+        let (call, set) = if v4 {
+            (
+                "IP_RECVERR",
+                setsockopt(socket, sockopt::Ipv4RecvErr, &true),
+            )
+        } else {
+            (
+                "IPV6_RECVERR",
+                setsockopt(socket, sockopt::Ipv6RecvErr, &true),
+            )
+        };
+        let set = set.map_err(io::Error::from);
+        trace.done(format_args!("setsockopt({call}, 1)"), &set);
+        if let Err(e) = set {
+            log::debug!("ICMP errors will not say who sent them: {e}");
+        }
+        Ok(())
+    }
+
+    /// Empties the error queue (`recvmsg` with MSG_ERRQUEUE), returning its newest entry.
+    pub(super) fn read_error_queue(socket: &UdpSocket, trace: &SocketTrace) -> Option<PathError> {
+        let mut newest = None;
+        // The queue holds a few entries at most; the bound keeps a flood from holding us here.
+        for _ in 0..64 {
+            let mut data = [0u8; 64];
+            let mut iov = [IoSliceMut::new(&mut data)];
+            let mut space = nix::cmsg_space!(nix::libc::sock_extended_err, nix::libc::sockaddr_in6);
+            let received = recvmsg::<SockaddrStorage>(
+                socket.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+            );
+            let message = match received {
+                Ok(message) => message,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => break,
+                Err(errno) => {
+                    trace.failed("recvmsg(…, MSG_ERRQUEUE)", &errno.into());
+                    break;
+                }
+            };
+            let Ok(cmsgs) = message.cmsgs() else {
+                break;
+            };
+            for cmsg in cmsgs {
+                let (ee, offender) = match cmsg {
+                    ControlMessageOwned::Ipv4RecvErr(ee, offender) => (
+                        ee,
+                        offender.map(|sin| {
+                            IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+                        }),
+                    ),
+                    ControlMessageOwned::Ipv6RecvErr(ee, offender) => (
+                        ee,
+                        offender.map(|sin6| IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))),
+                    ),
+                    _ => continue,
+                };
+                let error = PathError {
+                    // The kernel gives an offender of family AF_UNSPEC (all zeros) for none.
+                    offender: offender.filter(|ip| !ip.is_unspecified()),
+                    origin: match ee.ee_origin {
+                        nix::libc::SO_EE_ORIGIN_LOCAL => Origin::Local,
+                        nix::libc::SO_EE_ORIGIN_ICMP => Origin::Icmp,
+                        nix::libc::SO_EE_ORIGIN_ICMP6 => Origin::Icmp6,
+                        _ => Origin::Other,
+                    },
+                    icmp_type: ee.ee_type,
+                    code: ee.ee_code,
+                    info: ee.ee_info,
+                };
+                trace.call(format_args!(
+                    "recvmsg(…, MSG_ERRQUEUE) → {error} from {}{}",
+                    error.who(),
+                    if error.info > 0 {
+                        format!(", info {}", error.info)
+                    } else {
+                        String::new()
+                    }
+                ));
+                newest = Some(error);
+            }
+        }
+        newest
+    }
+
+    pub(super) fn path_mtu(socket: &UdpSocket, peer: SocketAddr) -> io::Result<u32> {
+        let mtu = if peer.is_ipv4() {
+            rustix::net::sockopt::ip_mtu(socket)
+        } else {
+            rustix::net::sockopt::ipv6_mtu(socket)
+        };
+        mtu.map_err(io::Error::from)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod portable_paths {
+    //! Elsewhere than Linux: no error queue and no path MTU to read; the options socket2 sets
+    //! everywhere, the others refused with the reason.
+    use std::io;
+    use std::net::{SocketAddr, UdpSocket};
+
+    use crate::Error;
+    use crate::icmp::PathError;
+    use crate::options::SocketOptions;
+    use crate::trace::SocketTrace;
+
+    pub(super) fn too_big(_: &io::Error) -> bool {
+        false
+    }
+
+    /// The portable options through socket2; the others are Linux's.
+    pub(super) fn set_options(
+        socket: &socket2::Socket,
+        peer: SocketAddr,
+        options: &SocketOptions,
+        trace: &SocketTrace,
+    ) -> Result<(), Error> {
+        let v4 = peer.is_ipv4();
+        let unsupported = |flag: &'static str| Error::Option {
+            flag,
+            source: io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this build of udptalk sets it on Linux only",
+            ),
+        };
+        if options.interface.is_some() {
+            return Err(unsupported("--interface"));
+        }
+        if options.dont_fragment {
+            return Err(unsupported("--dont-fragment"));
+        }
+        if options.multicast_if.is_some() {
+            return Err(unsupported("--multicast-if"));
+        }
+        if options.tos.is_some() && !v4 {
+            return Err(unsupported("--tos"));
+        }
+        let failed = |flag: &'static str| move |source: io::Error| Error::Option { flag, source };
+        if let Some(ttl) = options.ttl {
+            let set = if v4 {
+                socket.set_ttl_v4(u32::from(ttl))
+            } else {
+                socket.set_unicast_hops_v6(u32::from(ttl))
+            };
+            trace.done(format_args!("setsockopt(TTL, {ttl})"), &set);
+            set.map_err(failed("--ttl"))?;
+        }
+        if let Some(tos) = options.tos {
+            let set = socket.set_tos_v4(u32::from(tos));
+            trace.done(format_args!("setsockopt(IP_TOS, {tos})"), &set);
+            set.map_err(failed("--tos"))?;
+        }
+        if options.broadcast && v4 {
+            let set = socket.set_broadcast(true);
+            trace.done(format_args!("setsockopt(SO_BROADCAST, 1)"), &set);
+            set.map_err(failed("--broadcast"))?;
+        }
+        if let Some(ttl) = options.multicast_ttl {
+            let set = if v4 {
+                socket.set_multicast_ttl_v4(u32::from(ttl))
+            } else {
+                socket.set_multicast_hops_v6(u32::from(ttl))
+            };
+            trace.done(format_args!("setsockopt(MULTICAST_TTL, {ttl})"), &set);
+            set.map_err(failed("--multicast-ttl"))?;
+        }
+        Ok(())
+    }
+
+    /// No error queue here: a refusal is all the system says.
+    pub(super) fn read_error_queue(_: &UdpSocket, _: &SocketTrace) -> Option<PathError> {
+        None
+    }
+
+    pub(super) fn path_mtu(_: &UdpSocket, _: SocketAddr) -> io::Result<u32> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this system does not tell the path MTU",
+        ))
+    }
 }
 
 #[cfg(test)]

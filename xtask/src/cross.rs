@@ -1,43 +1,44 @@
-//! The Windows stage of `cargo xtask test`: `cargo check --workspace --all-targets --target
-//! x86_64-pc-windows-gnu`, so that the server, the client and xtask keep building for Windows
-//! from a Linux machine. `cargo check` compiles without linking, so no cross linker is needed;
-//! only the target's standard library (`rustup target add x86_64-pc-windows-gnu`, which
-//! `.ci/run` tries). Where that library is missing the stage is skipped with the reason.
+//! The other systems' stage of `cargo xtask test`: `cargo check --workspace --all-targets
+//! --target T` for Windows (x86_64-pc-windows-gnu) and macOS (x86_64-apple-darwin), so that the
+//! server, the client and xtask keep building there from a Linux machine: their socket code
+//! differs by `#[cfg]` (Linux's error queue, path MTU and batches; Windows' handles).
+//! `cargo check` compiles without linking, so no cross linker is needed; only each target's
+//! standard library (`rustup target add T`, which `.ci/run` tries). Where that library is
+//! missing the target's row is skipped with the reason.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::tally::{Outcome, Tally};
 
-/// The target checked: the one whose standard library rustup installs without a C toolchain.
-pub const TARGET: &str = "x86_64-pc-windows-gnu";
+/// The targets checked, by the system's name: those whose standard library rustup installs
+/// without a C toolchain.
+pub const TARGETS: [(&str, &str); 2] = [
+    ("windows", "x86_64-pc-windows-gnu"),
+    ("macos", "x86_64-apple-darwin"),
+];
 
-/// The row's name in the run's tally.
-const ROW: &str = "windows: cargo check --target x86_64-pc-windows-gnu";
-
-/// Runs the check, or records the skip with the reason; fails when the check fails.
+/// Runs the checks, or records each skip with the reason; fails when a check fails.
 pub fn check(tally: &mut Tally) -> Result<(), String> {
-    let sysroot = match sysroot() {
-        Ok(sysroot) => sysroot,
-        Err(reason) => {
-            tally.record(ROW, Outcome::Skip(reason));
-            return Ok(());
+    let sysroot = sysroot();
+    for (system, target) in TARGETS {
+        let row = format!("{system}: cargo check --target {target}");
+        let ready = sysroot
+            .clone()
+            .and_then(|sysroot| target_std(&sysroot, target));
+        if let Err(reason) = ready {
+            tally.record(&row, Outcome::Skip(reason));
+            continue;
         }
-    };
-    if let Err(reason) = target_std(&sysroot, TARGET) {
-        tally.record(ROW, Outcome::Skip(reason));
-        return Ok(());
-    }
-    match crate::cargo(&["check", "--workspace", "--all-targets", "--target", TARGET]) {
-        Ok(()) => {
-            tally.record(ROW, Outcome::Pass(None));
-            Ok(())
-        }
-        Err(error) => {
-            tally.record(ROW, Outcome::Fail(vec![error.clone()]));
-            Err(error)
+        match crate::cargo(&["check", "--workspace", "--all-targets", "--target", target]) {
+            Ok(()) => tally.record(&row, Outcome::Pass(None)),
+            Err(error) => {
+                tally.record(&row, Outcome::Fail(vec![error.clone()]));
+                return Err(error);
+            }
         }
     }
+    Ok(())
 }
 
 /// The sysroot of the `rustc` that cargo uses here (`$RUSTC`, else `rustc` run in the project
@@ -96,18 +97,20 @@ mod tests {
     #[test]
     fn a_missing_standard_library_is_a_skip_that_says_how_to_install_it() {
         let scratch = Scratch(std::env::temp_dir().join(format!(
-            "xtask-windows-{}-{:?}",
+            "xtask-cross-{}-{:?}",
             std::process::id(),
             std::thread::current().id()
         )));
-        let reason = target_std(&scratch.0, TARGET).err().unwrap_or_default();
-        assert!(
-            reason.contains("rustup target add x86_64-pc-windows-gnu"),
-            "{reason}"
-        );
-        let lib = scratch.0.join("lib/rustlib").join(TARGET).join("lib");
-        assert!(std::fs::create_dir_all(&lib).is_ok());
-        assert_eq!(target_std(&scratch.0, TARGET), Ok(()));
+        for (_, target) in TARGETS {
+            let reason = target_std(&scratch.0, target).err().unwrap_or_default();
+            assert!(
+                reason.contains(&format!("rustup target add {target}")),
+                "{reason}"
+            );
+            let lib = scratch.0.join("lib/rustlib").join(target).join("lib");
+            assert!(std::fs::create_dir_all(&lib).is_ok());
+            assert_eq!(target_std(&scratch.0, target), Ok(()));
+        }
     }
 
     #[test]
