@@ -176,6 +176,7 @@ pub fn stage(bins: &Bins, filter: Option<&str>, keep: bool, tally: &mut Tally) {
         return;
     }
     let names = rows.iter().map(|(name, _)| *name).chain([LEFT_NOTHING]);
+    let stop = Stop::listen();
     let lab = match Lab::build(keep) {
         Ok(lab) => lab,
         Err(Unusable::Skip(reason)) => {
@@ -191,7 +192,18 @@ pub fn stage(bins: &Bins, filter: Option<&str>, keep: bool, tally: &mut Tally) {
             return;
         }
     };
-    for (name, row) in &rows {
+    for (index, (name, row)) in rows.iter().enumerate() {
+        if let Some(signal) = stop.caught() {
+            for (name, _) in &rows[index..] {
+                tally.record(
+                    name,
+                    Outcome::Fail(vec![format!(
+                        "not run: the lab was interrupted ({signal}) and is being removed"
+                    )]),
+                );
+            }
+            break;
+        }
         let outcome = match row(&lab, bins) {
             Ok(checks) => checks.outcome(),
             Err(error) => Outcome::Fail(vec![error]),
@@ -229,6 +241,56 @@ pub fn stage(bins: &Bins, filter: Option<&str>, keep: bool, tally: &mut Tally) {
         rows.len() + 1,
         started.elapsed().as_secs_f64()
     );
+}
+
+/// SIGINT, SIGTERM and SIGHUP while the lab is up: caught as a flag rather than ending xtask,
+/// so that the rows stop and [`Lab`]'s `Drop` still removes the namespaces (a Ctrl-C also
+/// reaches the row's programs, which end, so the row in progress fails at once).
+struct Stop {
+    #[cfg(unix)]
+    caught: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Stop {
+    #[cfg(unix)]
+    fn listen() -> Stop {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let caught = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for signal in [SIGINT, SIGTERM, SIGHUP] {
+            // Only if it cannot be caught does a signal end xtask as before; leftovers of a
+            // run that is gone are removed by the next one.
+            if let Err(e) =
+                signal_hook::flag::register_usize(signal, caught.clone(), signal as usize)
+            {
+                eprintln!(
+                    "lab: cannot catch signal {signal} ({e}); if it comes, the next run removes what this one leaves"
+                );
+            }
+        }
+        Stop { caught }
+    }
+
+    #[cfg(not(unix))]
+    fn listen() -> Stop {
+        Stop {}
+    }
+
+    /// The signal caught, named, if any.
+    fn caught(&self) -> Option<&'static str> {
+        #[cfg(unix)]
+        {
+            use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+            match self.caught.load(std::sync::atomic::Ordering::SeqCst) {
+                0 => None,
+                n if n == SIGINT as usize => Some("SIGINT"),
+                n if n == SIGTERM as usize => Some("SIGTERM"),
+                n if n == SIGHUP as usize => Some("SIGHUP"),
+                _ => Some("a signal"),
+            }
+        }
+        #[cfg(not(unix))]
+        None
+    }
 }
 
 /// The hosts of the lab, each a namespace `ut-<pid>-<role>`.
