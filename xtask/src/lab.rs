@@ -143,7 +143,8 @@ const ROWS: [Row; 16] = [
     ),
     (
         "lab broadcast: s1 and s2 on 0.0.0.0:P --answer-group, c2 --broadcast to \
-         198.51.100.255:P → two replies, one from each",
+         198.51.100.255:P → two replies, one from each (also as JSON Lines, valid by the \
+         schema)",
         groups::broadcast,
     ),
     (

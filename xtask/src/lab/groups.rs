@@ -8,6 +8,7 @@ use super::{Lab, S1_V4, S1_V6, S2_V4, port};
 use crate::Bins;
 use crate::faults::{Checks, Summary, stop_server};
 use crate::peers::{Output, Server};
+use crate::schema::OutputSchema;
 
 /// The interface of s1, s2 and c2 on the bridge.
 const DEV: &str = "eth0";
@@ -204,6 +205,31 @@ pub fn broadcast(lab: &Lab, bins: &Bins) -> Result<Checks, String> {
     });
     checks.figure(format!("replies from {got:?}"));
     checks.output("client", &client);
+    // The same in JSON Lines: a `group_reply` per host, every line valid by the schema.
+    let json = ask(
+        lab,
+        bins,
+        &format!("198.51.100.255:{p}"),
+        &["--broadcast", "--output", "json"],
+    )?;
+    let schema = OutputSchema::load()?;
+    let (problems, lines) =
+        schema.check_stdout("client", &json.stdout_lines(), &mut BTreeSet::new());
+    let from: BTreeSet<String> = lines
+        .iter()
+        .filter(|line| line["event"] == "group_reply")
+        .filter_map(|line| line["from"].as_str().map(str::to_owned))
+        .collect();
+    checks.check(
+        json.code() == Some(0) && problems.is_empty() && from == expected,
+        || {
+            format!(
+                "--output json: expected exit 0 and group_reply lines from {expected:?}, valid \
+                 by the schema; got {}, from {from:?}, problems {problems:?}",
+                json.describe_end()
+            )
+        },
+    );
     stop_all(servers, &mut checks)?;
     Ok(checks)
 }
