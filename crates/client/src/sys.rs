@@ -207,16 +207,7 @@ impl Socket {
                 }
                 Ok(Some((len, from)))
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                Ok(None)
-            }
+            Err(e) if nothing_came(&e) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -306,16 +297,7 @@ impl Socket {
                 }
                 Ok(Some(len))
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                Ok(None)
-            }
+            Err(e) if nothing_came(&e) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -503,6 +485,65 @@ impl TerminalModes {
     pub(crate) fn restore(&self) -> io::Result<()> {
         self.0.restore()
     }
+}
+
+/// Sets the options socket2 sets the same way on every system, each traced: `--ttl`
+/// (`--hop-limit`), `--broadcast` (IPv4 only) and `--multicast-ttl`.
+fn set_hops(
+    socket: &socket2::Socket,
+    v4: bool,
+    options: &SocketOptions,
+    trace: &SocketTrace,
+) -> Result<(), Error> {
+    let hops = [
+        (
+            "--ttl",
+            options.ttl,
+            if v4 { "IP_TTL" } else { "IPV6_UNICAST_HOPS" },
+            if v4 {
+                socket2::Socket::set_ttl_v4
+            } else {
+                socket2::Socket::set_unicast_hops_v6
+            } as fn(&socket2::Socket, u32) -> io::Result<()>,
+        ),
+        (
+            "--multicast-ttl",
+            options.multicast_ttl,
+            if v4 {
+                "IP_MULTICAST_TTL"
+            } else {
+                "IPV6_MULTICAST_HOPS"
+            },
+            if v4 {
+                socket2::Socket::set_multicast_ttl_v4
+            } else {
+                socket2::Socket::set_multicast_hops_v6
+            },
+        ),
+    ];
+    for (flag, value, call, set) in hops {
+        let Some(value) = value.map(u32::from) else {
+            continue;
+        };
+        let set = set(socket, value);
+        trace.done(format_args!("setsockopt({call}, {value})"), &set);
+        set.map_err(|source| Error::Option { flag, source })?;
+    }
+    if options.broadcast && v4 {
+        let set = socket.set_broadcast(true);
+        trace.done(format_args!("setsockopt(SO_BROADCAST, 1)"), &set);
+        set.map_err(|source| Error::Option {
+            flag: "--broadcast",
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether a receive that failed with `e` simply got nothing: its timeout passed, or a signal
+/// interrupted it (the caller looks at its stop flags and waits again).
+fn nothing_came(e: &io::Error) -> bool {
+    proto::trace::timed_out(e) || e.kind() == io::ErrorKind::Interrupted
 }
 
 #[cfg(unix)]
@@ -820,16 +861,7 @@ mod batch {
                 }
                 Ok(1)
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                Ok(0)
-            }
+            Err(e) if super::nothing_came(&e) => Ok(0),
             Err(e) => Err(e),
         }
     }
@@ -984,16 +1016,7 @@ mod linux_paths {
                 source: (source.raw_os_error() != Some(Errno::ENODEV as i32)).then_some(source),
             })?;
         }
-        if let Some(ttl) = options.ttl {
-            let ttl = u32::from(ttl);
-            let (call, set) = if v4 {
-                ("IP_TTL", socket.set_ttl_v4(ttl))
-            } else {
-                ("IPV6_UNICAST_HOPS", socket.set_unicast_hops_v6(ttl))
-            };
-            trace.done(format_args!("setsockopt({call}, {ttl})"), &set);
-            set.map_err(failed("--ttl"))?;
-        }
+        super::set_hops(socket, v4, options, trace)?;
         if let Some(tos) = options.tos {
             let tos = u32::from(tos);
             let (call, set) = if v4 {
@@ -1022,21 +1045,6 @@ mod linux_paths {
             };
             trace.done(format_args!("setsockopt({call})"), &set);
             set.map_err(failed("--dont-fragment"))?;
-        }
-        if options.broadcast && v4 {
-            let set = socket.set_broadcast(true);
-            trace.done(format_args!("setsockopt(SO_BROADCAST, 1)"), &set);
-            set.map_err(failed("--broadcast"))?;
-        }
-        if let Some(ttl) = options.multicast_ttl {
-            let ttl = u32::from(ttl);
-            let (call, set) = if v4 {
-                ("IP_MULTICAST_TTL", socket.set_multicast_ttl_v4(ttl))
-            } else {
-                ("IPV6_MULTICAST_HOPS", socket.set_multicast_hops_v6(ttl))
-            };
-            trace.done(format_args!("setsockopt({call}, {ttl})"), &set);
-            set.map_err(failed("--multicast-ttl"))?;
         }
         if let Some(name) = &options.multicast_if {
             let missing = || Error::Interface {
@@ -1208,34 +1216,14 @@ mod portable_paths {
         if options.tos.is_some() && !v4 {
             return Err(unsupported("--tos"));
         }
-        let failed = |flag: &'static str| move |source: io::Error| Error::Option { flag, source };
-        if let Some(ttl) = options.ttl {
-            let set = if v4 {
-                socket.set_ttl_v4(u32::from(ttl))
-            } else {
-                socket.set_unicast_hops_v6(u32::from(ttl))
-            };
-            trace.done(format_args!("setsockopt(TTL, {ttl})"), &set);
-            set.map_err(failed("--ttl"))?;
-        }
+        super::set_hops(socket, v4, options, trace)?;
         if let Some(tos) = options.tos {
             let set = socket.set_tos_v4(u32::from(tos));
             trace.done(format_args!("setsockopt(IP_TOS, {tos})"), &set);
-            set.map_err(failed("--tos"))?;
-        }
-        if options.broadcast && v4 {
-            let set = socket.set_broadcast(true);
-            trace.done(format_args!("setsockopt(SO_BROADCAST, 1)"), &set);
-            set.map_err(failed("--broadcast"))?;
-        }
-        if let Some(ttl) = options.multicast_ttl {
-            let set = if v4 {
-                socket.set_multicast_ttl_v4(u32::from(ttl))
-            } else {
-                socket.set_multicast_hops_v6(u32::from(ttl))
-            };
-            trace.done(format_args!("setsockopt(MULTICAST_TTL, {ttl})"), &set);
-            set.map_err(failed("--multicast-ttl"))?;
+            set.map_err(|source| Error::Option {
+                flag: "--tos",
+                source,
+            })?;
         }
         Ok(())
     }
