@@ -70,7 +70,8 @@ pub fn is_utf8(bytes: &[u8], cut: bool) -> bool {
 pub fn legacy_reading(bytes: &[u8], cut: bool) -> Option<Reading> {
     // UTF-8 but for an incomplete last character is UTF-8 cut short, whether or not the cut
     // was ours: a server's `--buffer` echoed back (`こ\xe3` reads as Shift_JIS `縺薙`).
-    if is_utf8(bytes, true) {
+    // ASCII reads the same in all three: the common case, told word by word.
+    if bytes.is_ascii() || is_utf8(bytes, true) {
         return None;
     }
     let sjis = decode(Legacy::ShiftJis, bytes, cut).and_then(|t| score(&t).map(|s| (t, s)));

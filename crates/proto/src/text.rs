@@ -115,6 +115,25 @@ impl fmt::Display for Printable<'_> {
     }
 }
 
+impl Printable<'_> {
+    /// Appends what this shows to `out`. Text that is all printable ASCII but the backslash, as nearly
+    /// every datagram is, shows as it is: it is copied without the formatting machinery, which
+    /// a server printing each datagram would otherwise run on every one.
+    pub fn push_onto(&self, out: &mut String) {
+        if self
+            .0
+            .iter()
+            .all(|&b| (b' '..=b'~').contains(&b) && b != b'\\')
+            && let Ok(text) = std::str::from_utf8(self.0)
+        {
+            out.push_str(text);
+        } else {
+            // Writing into a String cannot fail.
+            let _ = fmt::write(out, format_args!("{self}"));
+        }
+    }
+}
+
 /// A peer's text shown as [`Printable`] shows its bytes.
 pub fn printable(text: &str) -> String {
     Printable(text.as_bytes()).to_string()

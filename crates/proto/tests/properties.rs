@@ -143,6 +143,16 @@ proptest! {
     }
 
     #[test]
+    fn printable_pushed_onto_a_string_shows_what_it_displays(
+        bytes in prop_oneof![hostile_bytes(), "[ -~]{0,40}".prop_map(String::into_bytes)],
+        before in "[a-z]{0,3}",
+    ) {
+        let mut pushed = before.clone();
+        Printable(&bytes).push_onto(&mut pushed);
+        prop_assert_eq!(pushed, format!("{before}{}", Printable(&bytes)));
+    }
+
+    #[test]
     fn printable_is_one_to_one(a in hostile_bytes(), b in hostile_bytes()) {
         if a != b {
             prop_assert_ne!(Printable(&a).to_string(), Printable(&b).to_string());

@@ -29,6 +29,7 @@
 use foldhash::fast::RandomState as FastState;
 use foldhash::quality::RandomState as QualityState;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -78,8 +79,9 @@ impl LoopCause {
 pub struct LoopGuard {
     current: HashMap<SocketAddr, LastAnswer, FastState>,
     previous: HashMap<SocketAddr, LastAnswer, FastState>,
-    /// When `current` was started.
-    since: Option<Instant>,
+    /// When `current` is a [`REPEAT_WINDOW`] old (and so is turned over): a deadline, so that
+    /// each datagram compares two instants rather than subtracting them.
+    turn_over: Option<Instant>,
     /// Most entries in both generations together.
     cap: usize,
     /// Keyed (foldhash's quality hasher with a random seed per process), so that no sender
@@ -111,7 +113,7 @@ impl LoopGuard {
         LoopGuard {
             current: HashMap::default(),
             previous: HashMap::default(),
-            since: None,
+            turn_over: None,
             cap: cap.max(2),
             hasher: QualityState::default(),
         }
@@ -182,28 +184,32 @@ impl LoopGuard {
     }
 
     /// The entry of `peer` in the current generation, moved there from the previous one.
+    /// The entry of `peer` in the current generation, moved there from the previous one: one
+    /// lookup when it is in the current one already, as a talking peer's is.
     fn entry(&mut self, peer: SocketAddr) -> Option<&mut LastAnswer> {
-        if !self.current.contains_key(&peer) {
-            let moved = self.previous.remove(&peer)?;
-            if self.current.len() >= self.cap / 2 {
-                // No room: the previous generation goes, this entry starts the next one.
-                self.retire_current();
-            }
+        if self.current.len() >= self.cap / 2
+            && !self.current.contains_key(&peer)
+            && let Some(moved) = self.previous.remove(&peer)
+        {
+            // No room: the previous generation goes, this entry starts the next one.
+            self.retire_current();
             self.current.insert(peer, moved);
         }
-        self.current.get_mut(&peer)
+        match self.current.entry(peer) {
+            Entry::Occupied(entry) => Some(entry.into_mut()),
+            Entry::Vacant(room) => self.previous.remove(&peer).map(|moved| room.insert(moved)),
+        }
     }
 
     fn rotate(&mut self, now: Instant) {
-        match self.since {
-            Some(since) if now.saturating_duration_since(since) < REPEAT_WINDOW => {}
-            _ => self.start_generation(now),
+        if self.turn_over.is_none_or(|at| now >= at) {
+            self.start_generation(now);
         }
     }
 
     fn start_generation(&mut self, now: Instant) {
         self.retire_current();
-        self.since = Some(now);
+        self.turn_over = now.checked_add(REPEAT_WINDOW);
     }
 
     /// The current generation becomes the previous one, and the previous one's table, emptied

@@ -9,7 +9,6 @@
 //! allocation is handed from batch to batch ([`recycle`]).
 
 use std::io;
-use std::mem;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -348,8 +347,6 @@ struct Worker {
     metas: [RecvMeta; BATCH],
     /// One answer buffer per slot, grown to the longest answer and then reused.
     answers: Vec<Vec<u8>>,
-    /// The allocation of a batch's [`Decided`] list, empty between batches.
-    decided: Vec<Decided<'static>>,
     /// Copies of the datagrams (`--pcap`, `--hexdump`), when asked for.
     tap: Option<Tap>,
     /// Which group datagrams are answered.
@@ -390,7 +387,6 @@ impl Worker {
             answers: (0..BATCH)
                 .map(|_| Vec::with_capacity(RECV_BUFFER))
                 .collect(),
-            decided: Vec::with_capacity(BATCH),
             tap: capture.map(|capture| capture.tap(local)),
             groups: GroupPolicy::new(config),
             told_group: false,
@@ -468,13 +464,13 @@ impl Worker {
             bufs,
             metas,
             answers,
-            decided: spare,
             tap,
             groups,
             told_group,
             unanswered,
         } = self;
-        let mut decided = recycle(mem::take(spare));
+        // On the stack: a batch's list borrows its buffers, and making an empty one is free.
+        let mut decided = ArrayVec::<Decided<'_>, BATCH>::new();
         if let Some(tap) = tap {
             tap.batch_received();
         }
@@ -596,8 +592,6 @@ impl Worker {
                 next_sent += 1;
             }
         }
-        drop(sink);
-        *spare = recycle(decided);
     }
 }
 
@@ -627,18 +621,6 @@ fn received<'a>(metas: &[RecvMeta; BATCH], bufs: &'a [u8], slot: usize) -> &'a [
     bufs.get(slot * RECV_BUFFER..)
         .and_then(|slot| slot.get(..len))
         .unwrap_or_default()
-}
-
-/// Empties `list` and gives its allocation back as a list of another lifetime, so that each
-/// batch's [`Decided`] list (which borrows that batch's buffers) reuses the first one's memory.
-/// The standard library collects a vector's `into_iter()` in place when the element type's
-/// size and alignment are the same, as they are here (only a lifetime differs), so this
-/// allocates nothing.
-// `filter` cannot change the element's lifetime, which is the point here.
-#[allow(clippy::unnecessary_filter_map)]
-fn recycle<'b>(mut list: Vec<Decided<'_>>) -> Vec<Decided<'b>> {
-    list.clear();
-    list.into_iter().filter_map(|_| None).collect()
 }
 
 /// Adds a worker's books to the server's. Every field is named, so that a new one cannot be
@@ -696,17 +678,6 @@ fn add(total: &mut Summary, part: &Summary) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn recycling_the_decided_list_keeps_its_allocation() {
-        let list: Vec<Decided<'static>> = Vec::with_capacity(BATCH);
-        let (at, capacity) = (list.as_ptr() as usize, list.capacity());
-        let recycled: Vec<Decided<'_>> = recycle(list);
-        assert_eq!(
-            (recycled.as_ptr() as usize, recycled.capacity()),
-            (at, capacity)
-        );
-    }
 
     #[test]
     fn group_datagrams_are_answered_only_when_asked_for() {

@@ -91,7 +91,7 @@ impl TutorialLines {
                 lines.push_str("Message received from ");
                 lines.push_str(peer);
                 lines.push_str(".\nThe message is [ ");
-                let _ = write!(lines, "{}", Printable(message));
+                Printable(message).push_onto(lines);
                 lines.push_str(" ].\n");
                 let cut = *len > message.len();
                 if self.hint.pending() {

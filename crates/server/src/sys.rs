@@ -485,7 +485,7 @@ impl ServerSocket {
         {
             loop {
                 let made = self.trace.clock();
-                let sent = self.socket.send_to(one.datagram, one.peer);
+                let sent = imp::send_to(&self.socket, one.datagram, one.peer);
                 self.trace.sent(
                     made,
                     format_args!("sendto(…, {} bytes, {})", one.datagram.len(), one.peer),
@@ -627,8 +627,8 @@ mod imp {
     use nix::cmsg_space;
     use nix::errno::Errno;
     use nix::sys::socket::{
-        ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvfrom,
-        recvmmsg, recvmsg, sendmmsg, setsockopt, sockopt,
+        ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg,
+        recvmsg, sendmmsg, setsockopt, sockopt,
     };
     use socket2::{SockRef, Socket};
 
@@ -833,12 +833,26 @@ mod imp {
     /// One `recvfrom`, with the sender when the system gave one: a socket the
     /// [`Waker`](super::Waker) shut returns 0 bytes from no one, which std's `recv_from` cannot
     /// express (it panicked on the empty address in release builds).
+    ///
+    /// Through rustix, which makes the system call itself: glibc's `recvfrom` is a
+    /// cancellation point, which in a program with threads (the writer, the watch) costs two
+    /// more calls around every receive, and this is the one-request-at-a-time path.
     pub fn recv_from(
         socket: &UdpSocket,
         buf: &mut [u8],
     ) -> io::Result<(usize, Option<SocketAddr>)> {
-        let (len, peer) = recvfrom::<SockaddrStorage>(socket.as_raw_fd(), buf)?;
-        Ok((len, peer.as_ref().and_then(to_socket_addr)))
+        let (_, len, peer) = rustix::net::recvfrom(socket, buf, rustix::net::RecvFlags::empty())?;
+        Ok((len, peer.and_then(|peer| SocketAddr::try_from(peer).ok())))
+    }
+
+    /// One `sendto`, through rustix for the reason [`recv_from`] gives.
+    pub fn send_to(socket: &UdpSocket, datagram: &[u8], peer: SocketAddr) -> io::Result<usize> {
+        Ok(rustix::net::sendto(
+            socket,
+            datagram,
+            rustix::net::SendFlags::empty(),
+            &peer,
+        )?)
     }
 
     pub fn recv_with_local(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<RecvMeta> {
@@ -1216,6 +1230,11 @@ mod imp {
         buf: &mut [u8],
     ) -> io::Result<(usize, Option<SocketAddr>)> {
         socket.recv_from(buf).map(|(len, peer)| (len, Some(peer)))
+    }
+
+    /// One `sendto`.
+    pub fn send_to(socket: &UdpSocket, datagram: &[u8], peer: SocketAddr) -> io::Result<usize> {
+        socket.send_to(datagram, peer)
     }
 
     pub fn recv_with_local(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<RecvMeta> {
