@@ -169,6 +169,7 @@ impl Core {
     }
 
     /// The rate limiter's report of the sources it refused, at most once a second.
+    #[inline]
     pub fn take_rate_report(&mut self, now: Instant) -> Option<RateReport> {
         lock(self.shared.limiter.as_ref()?).take_report(now)
     }

@@ -94,7 +94,8 @@ impl TutorialLines {
                 Printable(message).push_onto(lines);
                 lines.push_str(" ].\n");
                 let cut = *len > message.len();
-                if self.hint.pending() {
+                // ASCII reads the same in every encoding: only other bytes are worth a look.
+                if self.hint.pending() && !message.is_ascii() {
                     self.hint.datagram(peer_addr, message, cut);
                 }
                 if cut {

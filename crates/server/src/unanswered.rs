@@ -52,12 +52,20 @@ impl Unanswered {
     }
 
     /// The line that sums up the failures not yet said, once [`INTERVAL`](Self::INTERVAL)
-    /// has passed since the last line.
+    /// has passed since the last line. Asked after every batch, so the usual answer (nothing
+    /// failed) is given inline.
+    #[inline]
     pub fn take_report(&mut self, now: Instant) -> Option<String> {
-        if self.pending == 0
-            || self
-                .said
-                .is_some_and(|said| now.saturating_duration_since(said) < Self::INTERVAL)
+        if self.pending == 0 {
+            return None;
+        }
+        self.report(now)
+    }
+
+    fn report(&mut self, now: Instant) -> Option<String> {
+        if self
+            .said
+            .is_some_and(|said| now.saturating_duration_since(said) < Self::INTERVAL)
         {
             return None;
         }
