@@ -9,24 +9,26 @@ use proto::text::printable;
 
 /// Whether the server has said that a datagram was not UTF-8: it says so once. Each sink
 /// keeps one (the workers share their sink), and looks at a datagram only until it has
-/// warned; and its owner asks only about datagrams that are not UTF-8, or before it knows.
+/// warned (and skips ASCII); its owner asks only about datagrams that are not UTF-8, or before
+/// it knows.
 #[derive(Debug, Default)]
 pub(crate) struct EncodingHint {
     warned: bool,
 }
 
 impl EncodingHint {
-    /// Whether it has yet to warn (so a datagram is worth a look).
-    pub(crate) fn pending(&self) -> bool {
-        !self.warned
-    }
-
     /// Looks at the datagram `message` from `peer` (`cut`: the start of a longer one), and
-    /// warns if it reads as a legacy Japanese encoding.
+    /// warns if it reads as a legacy Japanese encoding. The usual answer is given inline:
+    /// already warned, or ASCII, which reads the same in every encoding.
+    #[inline]
     pub(crate) fn datagram(&mut self, peer: SocketAddr, message: &[u8], cut: bool) {
-        if self.warned {
+        if self.warned || message.is_ascii() {
             return;
         }
+        self.look(peer, message, cut);
+    }
+
+    fn look(&mut self, peer: SocketAddr, message: &[u8], cut: bool) {
         let Some(reading) = legacy_reading(message, cut) else {
             return;
         };

@@ -122,9 +122,7 @@ impl JsonLines {
                 match std::str::from_utf8(message) {
                     Ok(text) => line.text = Some(text),
                     Err(_) => {
-                        if self.hint.pending() {
-                            self.hint.datagram(peer, message, *len > message.len());
-                        }
+                        self.hint.datagram(peer, message, *len > message.len());
                         self.base64.clear();
                         BASE64.encode_string(message, &mut self.base64);
                         line.base64 = Some(&self.base64);

@@ -94,10 +94,7 @@ impl TutorialLines {
                 Printable(message).push_onto(lines);
                 lines.push_str(" ].\n");
                 let cut = *len > message.len();
-                // ASCII reads the same in every encoding: only other bytes are worth a look.
-                if self.hint.pending() && !message.is_ascii() {
-                    self.hint.datagram(peer_addr, message, cut);
-                }
+                self.hint.datagram(peer_addr, message, cut);
                 if cut {
                     let _ = writeln!(
                         lines,
